@@ -1,0 +1,142 @@
+//! command-api: the write side of Sparkle Community.
+//!
+//! Validates commands, writes Postgres (the source of truth) together with a
+//! transactional outbox, and relays the outbox to the Redis stream. Redis is
+//! not needed to accept a write: the outbox absorbs an outage.
+//!
+//! [`Application::build`] binds both listeners first (port 0 in tests) and
+//! [`Application::run_until_stopped`] serves until shutdown, so tests start
+//! the same wiring as production.
+#![forbid(unsafe_code)]
+
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod idempotency;
+pub mod outbox;
+pub mod routes;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use community_shared::admin::{AdminServer, CheckTiming, ReadinessBuilder};
+use community_shared::auth::JwtVerifier;
+use community_shared::shutdown::{Shutdown, ShutdownTrigger};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::outbox::Relay;
+use crate::routes::AppState;
+
+pub struct Application {
+    listener: TcpListener,
+    admin: AdminServer,
+    router: axum::Router,
+    relay: Relay,
+    backlog: tokio::task::JoinHandle<()>,
+    shutdown: Shutdown,
+    trigger: ShutdownTrigger,
+    shutdown_delay: std::time::Duration,
+}
+
+impl Application {
+    /// Wires everything and binds the listeners; nothing is served yet.
+    pub async fn build(
+        config: Config,
+        metrics: PrometheusHandle,
+        trigger: ShutdownTrigger,
+    ) -> Result<Self, String> {
+        let shutdown = trigger.subscribe();
+        let pool = config.db.pool();
+        let redis = community_shared::redis_conn::connect(&config.redis_url, "REDIS_URL")
+            .map_err(|e| e.to_string())?;
+
+        // Readiness needs Postgres and the schema, not Redis (CONTRACT §5).
+        let (p1, p2) = (pool.clone(), pool.clone());
+        let readiness = ReadinessBuilder::new(CheckTiming::default())
+            .check("postgres", move || {
+                let p = p1.clone();
+                async move { community_store::check_reachable(&p).await }
+            })
+            .check("schema", move || {
+                let p = p2.clone();
+                async move { community_store::check_schema(&p).await }
+            })
+            .start(shutdown.clone());
+
+        let relay_wake = Arc::new(Notify::new());
+        let state = AppState {
+            pool: pool.clone(),
+            verifier: Arc::new(JwtVerifier::new(&config.auth)),
+            relay_wake: relay_wake.clone(),
+        };
+        let router = community_shared::http::with_api_layers(
+            routes::router(state),
+            config.request_timeout,
+        );
+        let listener = TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|e| format!("cannot bind HTTP_ADDR {}: {e}", config.http_addr))?;
+        let admin = AdminServer::bind(config.admin_addr, readiness, metrics)
+            .await
+            .map_err(|e| format!("cannot bind ADMIN_ADDR {}: {e}", config.admin_addr))?;
+        let relay = Relay::new(
+            config.db.clone(),
+            redis,
+            relay_wake,
+            config.relay.clone(),
+            shutdown.clone(),
+        );
+        let backlog = tokio::spawn(outbox::report_backlog(pool, shutdown.clone()));
+        Ok(Self {
+            listener,
+            admin,
+            router,
+            relay,
+            backlog,
+            shutdown,
+            trigger,
+            shutdown_delay: config.shutdown_delay,
+        })
+    }
+
+    pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    /// Serves until shutdown, then drains requests and finishes the relay's batch.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        tokio::spawn(async move {
+            if let Err(e) = self.admin.serve().await {
+                tracing::error!(error = %e, "admin server failed");
+            }
+        });
+        let relay = tokio::spawn(self.relay.run());
+        // Readiness is already 503 once shutdown begins; optionally keep serving a
+        // little longer so load balancers stop routing here before we stop accepting.
+        let delay = self.shutdown_delay;
+        let shutdown = self.shutdown.clone();
+        let drain_signal = {
+            let (t, s) = community_shared::shutdown::channel();
+            tokio::spawn(async move {
+                shutdown.wait().await;
+                tokio::time::sleep(delay).await;
+                t.trigger();
+            });
+            s
+        };
+        let served = community_shared::http::serve(self.listener, self.router, drain_signal).await;
+        // Make sure the background tasks stop even if the server ended on its own.
+        self.trigger.trigger();
+        let _ = relay.await;
+        let _ = self.backlog.await;
+        served
+    }
+}

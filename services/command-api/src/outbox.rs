@@ -1,0 +1,339 @@
+//! The transactional outbox: events written with the state change, then
+//! relayed to the Redis stream.
+//!
+//! [`record`] inserts an event inside the caller's transaction, with the W3C
+//! trace context of the current span, so the event exists if and only if the
+//! change committed. The [`Relay`] publishes unpublished rows to the stream:
+//!
+//! * one leader across all replicas, holding a session-level Postgres
+//!   advisory lock on its own connection (a dead leader's lock is released
+//!   with its session and another replica takes over);
+//! * woken right after each local commit, polling as a fallback (for writes
+//!   committed by other replicas);
+//! * in a stable order without gaps: rows are taken in `(txid, id)` order and
+//!   only below the snapshot's xmin, i.e. once no older transaction can still
+//!   commit a row that would sort before them;
+//! * in batches, as one atomic pipeline (MULTI/EXEC of XADDs), then marked
+//!   published; if the process dies between the two, the batch is sent again
+//!   (at-least-once; the projector is idempotent);
+//! * retrying with exponential backoff while Redis is down; commands keep
+//!   succeeding meanwhile because they only need Postgres;
+//! * trimming published rows older than the retention, and expired
+//!   idempotency keys, on the leader.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use community_shared::events::{DomainEvent, SCHEMA_VERSION, field};
+use community_shared::keys;
+use community_shared::shutdown::Shutdown;
+use community_store::DbConfig;
+use opentelemetry::propagation::Injector;
+use redis::aio::ConnectionManager;
+use sqlx::{ConnectOptions, PgConnection, PgPool, Row};
+use tokio::sync::Notify;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use uuid::Uuid;
+
+use crate::config::RelayConfig;
+
+/// Advisory lock key of the relay leader ("SPKLOUTB").
+const LEADER_LOCK_KEY: i64 = 0x5350_4b4c_4f55_5442;
+
+struct MapInjector<'a>(&'a mut HashMap<String, String>);
+
+impl Injector for MapInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_string(), value);
+    }
+}
+
+/// Writes `event` to the outbox inside the caller's transaction.
+pub async fn record(conn: &mut PgConnection, event: &DomainEvent) -> Result<(), sqlx::Error> {
+    let mut carrier = HashMap::new();
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut MapInjector(&mut carrier))
+    });
+    sqlx::query(
+        "INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, payload, traceparent, tracestate)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(event.type_name())
+    .bind(SCHEMA_VERSION as i16)
+    .bind(event.aggregate_id())
+    .bind(sqlx::types::Json(event.payload()))
+    .bind(carrier.remove("traceparent"))
+    .bind(carrier.remove("tracestate").filter(|s| !s.is_empty()))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("postgres: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+struct OutboxRow {
+    id: i64,
+    event_id: Uuid,
+    event_type: String,
+    event_version: i16,
+    payload: String,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+    occurred_at_us: i64,
+}
+
+/// The relay task. Cheap to construct; [`Relay::run`] until shutdown.
+pub struct Relay {
+    db: DbConfig,
+    redis: ConnectionManager,
+    wake: Arc<Notify>,
+    config: RelayConfig,
+    shutdown: Shutdown,
+}
+
+impl Relay {
+    pub fn new(
+        db: DbConfig,
+        redis: ConnectionManager,
+        wake: Arc<Notify>,
+        config: RelayConfig,
+        shutdown: Shutdown,
+    ) -> Self {
+        Self {
+            db,
+            redis,
+            wake,
+            config,
+            shutdown,
+        }
+    }
+
+    /// Sleeps for `d` unless shutdown begins first; returns false on shutdown.
+    async fn pause(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = self.shutdown.wait() => false,
+        }
+    }
+
+    pub async fn run(mut self) {
+        let mut retry = Duration::from_millis(200);
+        while !self.shutdown.is_triggered() {
+            let mut conn = match self.db.options.connect().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay cannot reach Postgres");
+                    if !self.pause(retry).await {
+                        break;
+                    }
+                    retry = (retry * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            retry = Duration::from_millis(200);
+            let locked: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(LEADER_LOCK_KEY)
+                .fetch_one(&mut conn)
+                .await;
+            match locked {
+                Ok(true) => {
+                    tracing::info!("outbox relay: leader");
+                    metrics::gauge!("outbox_relay_leader").set(1.0);
+                    if let Err(e) = self.lead(&mut conn).await {
+                        tracing::warn!(error = %e, "outbox relay lost its Postgres connection");
+                    }
+                    metrics::gauge!("outbox_relay_leader").set(0.0);
+                }
+                Ok(false) => {
+                    // Another replica leads; try again later (it may die).
+                    metrics::gauge!("outbox_relay_leader").set(0.0);
+                    if !self.pause(Duration::from_secs(2)).await {
+                        break;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "outbox relay: lock attempt failed"),
+            }
+            // Closing the connection releases the advisory lock.
+            drop(conn);
+        }
+        tracing::info!("outbox relay stopped");
+    }
+
+    /// Publishes as leader until shutdown or a Postgres error.
+    async fn lead(&mut self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let mut redis_backoff = Duration::from_millis(100);
+        let mut maintenance = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            if self.shutdown.is_triggered() {
+                return Ok(());
+            }
+            match self.publish_batch(conn).await {
+                Ok(n) => {
+                    redis_backoff = Duration::from_millis(100);
+                    if n as i64 >= self.config.batch_size {
+                        continue; // more waiting: no pause
+                    }
+                }
+                Err(RelayError::Redis(e)) => {
+                    metrics::counter!("outbox_relay_errors_total", "dependency" => "redis")
+                        .increment(1);
+                    tracing::warn!(error = %e, retry_in = ?redis_backoff, "outbox relay: Redis unavailable");
+                    if !self.pause(redis_backoff).await {
+                        return Ok(());
+                    }
+                    redis_backoff = (redis_backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                Err(RelayError::Db(e)) => {
+                    metrics::counter!("outbox_relay_errors_total", "dependency" => "postgres")
+                        .increment(1);
+                    return Err(e);
+                }
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = maintenance.tick() => self.maintain(conn).await?,
+                _ = self.shutdown.wait() => return Ok(()),
+            }
+        }
+    }
+
+    async fn publish_batch(&mut self, conn: &mut PgConnection) -> Result<usize, RelayError> {
+        let rows = sqlx::query(
+            "SELECT id, event_id, event_type, event_version, payload::text AS payload,
+                    traceparent, tracestate,
+                    (extract(epoch FROM created_at) * 1000000)::bigint AS occurred_at_us
+               FROM outbox
+              WHERE published_at IS NULL
+                AND txid < pg_snapshot_xmin(pg_current_snapshot())
+              ORDER BY txid, id
+              LIMIT $1",
+        )
+        .bind(self.config.batch_size)
+        .fetch_all(&mut *conn)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let rows = rows
+            .iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    id: r.try_get("id")?,
+                    event_id: r.try_get("event_id")?,
+                    event_type: r.try_get("event_type")?,
+                    event_version: r.try_get("event_version")?,
+                    payload: r.try_get("payload")?,
+                    traceparent: r.try_get("traceparent")?,
+                    tracestate: r.try_get("tracestate")?,
+                    occurred_at_us: r.try_get("occurred_at_us")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for row in &rows {
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(keys::STREAM)
+                .arg("*")
+                .arg(field::EVENT_ID)
+                .arg(row.event_id.to_string())
+                .arg(field::TYPE)
+                .arg(&row.event_type)
+                .arg(field::VERSION)
+                .arg(row.event_version)
+                .arg(field::PAYLOAD)
+                .arg(&row.payload)
+                .arg(field::OCCURRED_AT_US)
+                .arg(row.occurred_at_us)
+                .arg(field::OUTBOX_ID)
+                .arg(row.id);
+            if let Some(tp) = &row.traceparent {
+                cmd.arg(field::TRACEPARENT).arg(tp);
+            }
+            if let Some(ts) = &row.tracestate {
+                cmd.arg(field::TRACESTATE).arg(ts);
+            }
+            pipe.add_command(cmd);
+        }
+        let stream_ids: Vec<String> = pipe.query_async(&mut self.redis).await?;
+
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        sqlx::query(
+            "UPDATE outbox SET published_at = now(), stream_id = u.sid
+               FROM unnest($1::bigint[], $2::text[]) AS u(id, sid)
+              WHERE outbox.id = u.id",
+        )
+        .bind(&ids)
+        .bind(&stream_ids)
+        .execute(&mut *conn)
+        .await?;
+        metrics::counter!("outbox_published_events_total").increment(rows.len() as u64);
+        tracing::debug!(count = rows.len(), "outbox batch published");
+        Ok(rows.len())
+    }
+
+    /// Deletes old published rows and expired idempotency keys, a bounded amount at a time.
+    async fn maintain(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let retention_secs = self.config.retention.as_secs_f64();
+        let trimmed = sqlx::query(
+            "DELETE FROM outbox WHERE id IN (
+                SELECT id FROM outbox
+                 WHERE published_at < now() - make_interval(secs => $1)
+                 LIMIT 10000)",
+        )
+        .bind(retention_secs)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        let expired = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE (user_id, key) IN (
+                SELECT user_id, key FROM idempotency_keys
+                 WHERE created_at < now() - interval '24 hours'
+                 LIMIT 10000)",
+        )
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if trimmed + expired > 0 {
+            tracing::info!(trimmed, expired, "outbox maintenance");
+        }
+        Ok(())
+    }
+}
+
+/// Reports the outbox backlog (`outbox_backlog_events`, oldest age) every few seconds.
+pub async fn report_backlog(pool: PgPool, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait() => return,
+        }
+        let row: Result<(i64, f64), _> = sqlx::query_as(
+            "SELECT count(*)::bigint,
+                    coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+               FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&pool)
+        .await;
+        match row {
+            Ok((n, age)) => {
+                metrics::gauge!("outbox_backlog_events").set(n as f64);
+                metrics::gauge!("outbox_oldest_unpublished_age_seconds").set(age);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot measure the outbox backlog"),
+        }
+    }
+}

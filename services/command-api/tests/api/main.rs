@@ -1,0 +1,13 @@
+//! command-api against a real Postgres and Redis, through its real HTTP API.
+
+mod helpers;
+
+mod auth;
+mod config;
+mod idempotency;
+mod likes;
+mod migrate;
+mod outbox;
+mod posts;
+mod probes;
+mod profile;

@@ -1,0 +1,214 @@
+//! HTTP conventions shared by command-api and query-api.
+//!
+//! * extractors whose rejections are problem+json (bad JSON → 400, wrong
+//!   content type → 415, body too large → 413, bad path/query → 400);
+//! * the layers every API router gets: 64 KiB body limit, a request timeout,
+//!   unknown routes and methods as problems, and one `observe` middleware
+//!   that opens the server span (continuing an incoming `traceparent`) and
+//!   records `http_requests_total` / `http_request_duration_seconds` by route
+//!   template, never by raw path, so label sets stay bounded;
+//! * [`serve`], which drains in-flight requests on shutdown.
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use opentelemetry::propagation::Extractor;
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::problem::Problem;
+use crate::shutdown::Shutdown;
+
+/// Largest accepted request body (CONTRACT §4: 413 above it).
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// A JSON object body whose every rejection is a problem.
+///
+/// The body must be a JSON object (serde would otherwise accept an array for
+/// a struct). The parsed value is kept too, e.g. to fingerprint the request.
+pub struct JsonBody<T>(pub T, pub serde_json::Value);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let raw = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(v)) => v,
+            Err(rejection) => return Err(json_problem(rejection)),
+        };
+        if !raw.is_object() {
+            return Err(Problem::bad_request("the body must be a JSON object"));
+        }
+        let value = T::deserialize(&raw).map_err(|e| {
+            Problem::bad_request(format!("the body does not have the expected shape: {e}"))
+        })?;
+        Ok(Self(value, raw))
+    }
+}
+
+fn json_problem(rejection: JsonRejection) -> Problem {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => Problem::unsupported_media_type(),
+        JsonRejection::JsonSyntaxError(e) => {
+            Problem::bad_request(format!("the body is not valid JSON: {}", e.body_text()))
+        }
+        JsonRejection::JsonDataError(e) => Problem::bad_request(format!(
+            "the body does not have the expected shape: {}",
+            e.body_text()
+        )),
+        JsonRejection::BytesRejection(e) => {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::payload_too_large(BODY_LIMIT_BYTES)
+            } else {
+                Problem::bad_request(e.body_text())
+            }
+        }
+        other => Problem::bad_request(other.body_text()),
+    }
+}
+
+/// A path parameter parsed by serde (e.g. a UUID) with a 400 problem on failure.
+pub struct PathParam<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for PathParam<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Self(v))
+            .map_err(|e: PathRejection| {
+                Problem::bad_request(format!("invalid path parameter: {}", e.body_text()))
+            })
+    }
+}
+
+/// Query parameters with a 400 problem on failure.
+pub struct QueryParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for QueryParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| Self(v))
+            .map_err(|e: QueryRejection| {
+                Problem::bad_request(format!("invalid query parameter: {}", e.body_text()))
+            })
+    }
+}
+
+struct HeaderExtractor<'a>(&'a axum::http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// Opens the server span and records the HTTP metrics of one request.
+async fn observe(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let span = tracing::info_span!(
+        "http.server.request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&HeaderExtractor(req.headers()))
+    });
+    // Without a valid traceparent this is an empty context and the span starts a new trace.
+    let _ = span.set_parent(parent);
+
+    let started = Instant::now();
+    let response = next.run(req).instrument(span.clone()).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", status.as_u16().to_string()),
+    ];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed);
+    response
+}
+
+/// Requests that take longer than this get a 503 instead of hanging.
+async fn deadline(timeout: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => {
+            tracing::warn!(?timeout, "request timed out");
+            Problem::unavailable("the request took too long; try again", 1).into_response()
+        }
+    }
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("no such resource")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::method_not_allowed()
+}
+
+/// Adds the layers every API router shares. Call after all routes are added.
+pub fn with_api_layers(router: Router, request_timeout: Duration) -> Router {
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(move |req, next| {
+            deadline(request_timeout, req, next)
+        }))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn(observe))
+}
+
+/// Serves `router` until `shutdown`, then stops accepting and drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await
+}

@@ -1,0 +1,55 @@
+//! The Redis key schema of the read model and the event stream.
+//!
+//! Written with Redis Cluster in mind (ARCHITECTURE §8): the part in braces is
+//! the hash tag, so everything about one post shares a slot, everything about
+//! one user's likes shares a slot, and no command we issue spans two slots
+//! except pipelines (which the cluster client splits per slot) and MGET
+//! (which it splits per slot too).
+
+use uuid::Uuid;
+
+/// The event stream the outbox relay appends to.
+pub const STREAM: &str = "sparkle:stream:events";
+/// Entries the projector gave up on, with the reason.
+pub const DEAD_LETTER_STREAM: &str = "sparkle:stream:dead";
+/// The projector's consumer group on [`STREAM`].
+pub const CONSUMER_GROUP: &str = "projector";
+/// The global feed: post ids scored by their global sequence number.
+pub const GLOBAL_FEED: &str = "sparkle:feed:global";
+/// Marks a read model that has been built (absent = Redis lost its data).
+pub const READ_MODEL_MARKER: &str = "sparkle:meta:read-model";
+
+/// One post's stored view (see [`crate::views`]).
+pub fn post_view(post_id: Uuid) -> String {
+    format!("sparkle:post:{{{post_id}}}")
+}
+
+/// One author's feed.
+pub fn author_feed(user_id: Uuid) -> String {
+    format!("sparkle:feed:user:{{{user_id}}}")
+}
+
+/// The posts one user likes: hash post id → signed state version.
+pub fn user_likes(user_id: Uuid) -> String {
+    format!("sparkle:likes:{{{user_id}}}")
+}
+
+/// The newest profile version projected into a user's post views.
+pub fn profile_version(user_id: Uuid) -> String {
+    format!("sparkle:profile:{{{user_id}}}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_carry_the_id_as_hash_tag() {
+        let id = Uuid::nil();
+        assert_eq!(
+            post_view(id),
+            "sparkle:post:{00000000-0000-0000-0000-000000000000}"
+        );
+        assert!(user_likes(id).ends_with("{00000000-0000-0000-0000-000000000000}"));
+    }
+}

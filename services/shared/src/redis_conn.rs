@@ -1,0 +1,36 @@
+//! One multiplexed, self-healing Redis connection per process.
+//!
+//! A `ConnectionManager` pipelines every caller's commands over one socket
+//! (far faster than a connection per request) and reconnects in the
+//! background. It is created lazily, so a process starts even while Redis is
+//! down, and every command has a response timeout, so an outage fails fast.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::config::ConfigError;
+
+pub fn connect(url: &str, var: &str) -> Result<ConnectionManager, ConfigError> {
+    let bad = |e: redis::RedisError| ConfigError {
+        var: var.to_string(),
+        problem: format!("invalid Redis URL: {e}"),
+    };
+    let client = redis::Client::open(url).map_err(bad)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_secs(1));
+    ConnectionManager::new_lazy_with_config(client, config).map_err(bad)
+}
+
+/// `PING`, for readiness checks.
+pub async fn ping(conn: &mut ConnectionManager) -> Result<(), String> {
+    redis::cmd("PING")
+        .query_async::<String>(conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}

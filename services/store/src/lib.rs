@@ -1,0 +1,154 @@
+//! Postgres plumbing for the services that use SQL (command-api, projector).
+//!
+//! Kept apart from `community-shared` so that query-api never links a SQL
+//! driver. Holds the connection pool settings, the embedded migrations and
+//! the readiness checks that need Postgres.
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use community_shared::config::{ConfigError, Env};
+use sqlx::ConnectOptions;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+/// The SQL migrations in `migrations/`, embedded at compile time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+
+/// The schema version this build expects (the newest embedded migration).
+pub fn expected_schema_version() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// Pool settings from the environment.
+#[derive(Clone)]
+pub struct DbConfig {
+    pub options: PgConnectOptions,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl std::fmt::Debug for DbConfig {
+    // The URL may hold a password: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("host", &self.options.get_host())
+            .field("database", &self.options.get_database())
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl DbConfig {
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let url = env.required("DATABASE_URL")?;
+        let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| ConfigError {
+            var: "DATABASE_URL".into(),
+            // sqlx's message does not echo the URL, so no password leaks here.
+            problem: format!("invalid Postgres URL: {e}"),
+        })?;
+        let options = options
+            // Fail a stuck statement rather than hold a connection forever.
+            .options([
+                ("statement_timeout", "10s"),
+                ("idle_in_transaction_session_timeout", "30s"),
+            ])
+            .application_name(env!("CARGO_PKG_NAME"))
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+        Ok(Self {
+            options,
+            max_connections: env.bounded_or("DATABASE_MAX_CONNECTIONS", 10, 1..=1000)?,
+            acquire_timeout: env.duration_ms_or("DATABASE_ACQUIRE_TIMEOUT_MS", 3000, 100..=60_000)?,
+        })
+    }
+
+    /// A lazy pool: the process starts while Postgres is down and reports unready.
+    pub fn pool(&self) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .min_connections(0)
+            .acquire_timeout(self.acquire_timeout)
+            .idle_timeout(Some(Duration::from_secs(300)))
+            .test_before_acquire(false)
+            .connect_lazy_with(self.options.clone())
+    }
+}
+
+/// Whether an error means "the database is unreachable" (→ 503) rather than a bug.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
+    ) || matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| {
+        // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections,
+        // statement/lock timeouts (query_canceled).
+        matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300" | "57014")
+    }))
+}
+
+/// Readiness: Postgres answers.
+pub async fn check_reachable(pool: &PgPool) -> Result<(), String> {
+    sqlx::query("SELECT 1")
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Readiness: the schema is at least the version this build expects.
+///
+/// Newer is fine (a rolling upgrade migrated ahead of us); older means the
+/// migration Job has not run, so the pod stays unready instead of failing requests.
+pub async fn check_schema(pool: &PgPool) -> Result<(), String> {
+    let expected = expected_schema_version();
+    let applied: Option<i64> = sqlx::query_scalar(
+        "SELECT max(version) FROM _sqlx_migrations WHERE success",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => {
+            "schema not migrated: run `command-api migrate`".to_string()
+        }
+        _ => e.to_string(),
+    })?;
+    let applied = applied.unwrap_or(0);
+    if applied >= expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "schema at version {applied}, this build needs {expected}: run `command-api migrate`"
+        ))
+    }
+}
+
+/// Applies pending migrations, waiting up to `wait` for Postgres to accept connections.
+///
+/// sqlx takes a Postgres advisory lock around the run, so two concurrent
+/// `migrate` Jobs serialize: the second waits, then finds nothing to do.
+pub async fn migrate(config: &DbConfig, wait: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut delay = Duration::from_millis(200);
+    let mut conn = loop {
+        match config.options.connect().await {
+            Ok(c) => break c,
+            Err(e) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(error = %e, retry_in = ?delay, "Postgres not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(format!("Postgres not reachable within {wait:?}: {e}")),
+        }
+    };
+    MIGRATOR
+        .run(&mut conn)
+        .await
+        .map_err(|e| format!("migration failed: {e}"))?;
+    tracing::info!(version = expected_schema_version(), "schema is up to date");
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! Test harness: real Postgres and Redis servers, the real service binaries.
+//!
+//! Each test gets throwaway servers on free loopback ports in a temp dir,
+//! removed when the handles drop. Postgres is initialised once per machine
+//! into a cached template (initdb is the slow part) and copied per test;
+//! when running as root it runs as the `postgres` user, as Postgres insists.
+//! Services are the binaries cargo built, started with an environment like
+//! the one the Helm chart gives them.
+#![forbid(unsafe_code)]
+
+mod pg;
+mod process;
+mod redis_server;
+mod services;
+mod token;
+
+pub use pg::Postgres;
+pub use process::{binary, free_port};
+pub use redis_server::Redis;
+pub use services::{Service, System};
+pub use token::{Claims, TEST_SECRET, token, token_with};
+
+/// Polls `f` every few milliseconds until it returns `Some`, or fails after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: std::time::Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = std::time::Duration::from_millis(5);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_millis(100));
+    }
+}
