@@ -42,6 +42,12 @@ impl std::fmt::Debug for DbConfig {
 impl DbConfig {
     pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
         let url = env.required("DATABASE_URL")?;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConfigError {
+                var: "DATABASE_URL".into(),
+                problem: "must start with postgres:// or postgresql://".into(),
+            });
+        }
         let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| ConfigError {
             var: "DATABASE_URL".into(),
             // sqlx's message does not echo the URL, so no password leaks here.

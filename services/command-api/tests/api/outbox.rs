@@ -1,1 +1,202 @@
+use std::collections::HashMap;
+use std::time::Duration;
 
+use community_shared::keys;
+use community_testkit::{Service, eventually};
+use reqwest::StatusCode;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::helpers::App;
+
+type Entry = (String, HashMap<String, String>);
+
+async fn stream(app: &App) -> Vec<Entry> {
+    let mut conn = app.sys.redis.conn().await;
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(keys::STREAM)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    reply
+        .ids
+        .into_iter()
+        .map(|id| {
+            let fields = id
+                .map
+                .iter()
+                .filter_map(|(k, v)| {
+                    redis::from_redis_value::<String>(v.clone()).ok().map(|v| (k.clone(), v))
+                })
+                .collect();
+            (id.id, fields)
+        })
+        .collect()
+}
+
+async fn stream_of_len(app: &App, n: usize) -> Vec<Entry> {
+    eventually(&format!("{n} stream entries"), Duration::from_secs(20), || async {
+        let s = stream(app).await;
+        (s.len() >= n).then_some(s)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn every_command_reaches_the_stream_in_order_with_its_envelope() {
+    let app = App::start().await;
+    let (author, fan) = (Uuid::new_v4(), Uuid::new_v4());
+    let res = app
+        .as_user(app.sys.http.put(app.url("/profile")), author)
+        .json(&json!({"username": "writer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let post = app.create_post(author, "hello").await;
+    let id = post["id"].as_str().unwrap();
+    assert_eq!(app.like(fan, id, true).await.status(), StatusCode::OK);
+    assert_eq!(app.like(fan, id, false).await.status(), StatusCode::OK);
+    let res = app
+        .as_user(app.sys.http.delete(app.url(&format!("/posts/{id}"))), author)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+
+    let entries = stream_of_len(&app, 5).await;
+    let kinds: Vec<&str> = entries.iter().map(|(_, f)| f["type"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["profile_updated", "post_created", "post_liked", "post_unliked", "post_deleted"]
+    );
+    for (_, f) in &entries {
+        let env = community_shared::events::Envelope::from_fields(f).expect("a decodable envelope");
+        assert!(env.occurred_at_us > 0);
+    }
+    let liked = community_shared::events::Envelope::from_fields(&entries[2].1).unwrap();
+    assert_eq!(
+        liked.event,
+        community_shared::events::DomainEvent::PostLiked {
+            post_id: id.parse().unwrap(),
+            user_id: fan
+        }
+    );
+    // Every row is marked published with its stream id.
+    let pool = app.sys.pg.pool().await;
+    let unpublished: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE published_at IS NULL OR stream_id IS NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(unpublished, 0);
+}
+
+#[tokio::test]
+async fn with_redis_down_writes_succeed_and_every_event_arrives_once_in_order_later() {
+    let mut app = App::start().await;
+    let author = Uuid::new_v4();
+    app.create_post(author, "before the outage").await;
+    stream_of_len(&app, 1).await;
+
+    app.sys.redis.stop();
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let post = app.create_post(author, &format!("during the outage {i}")).await;
+        ids.push(post["id"].as_str().unwrap().to_string());
+    }
+    let pool = app.sys.pg.pool().await;
+    let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(backlog, 25, "nothing can have been published while Redis is down");
+
+    // Redis comes back empty (no persistence): the relay republishes nothing old,
+    // and publishes the 25 pending events exactly once, in commit order.
+    app.sys.redis.start_again().await;
+    let entries = stream_of_len(&app, 25).await;
+    // Give a duplicate every chance to show up before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let entries_after = stream(&app).await;
+    assert_eq!(entries_after.len(), entries.len());
+    let seen: Vec<String> = entries
+        .iter()
+        .map(|(_, f)| {
+            let v: serde_json::Value = serde_json::from_str(&f["payload"]).unwrap();
+            v["post_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(seen, ids);
+}
+
+#[tokio::test]
+async fn two_replicas_elect_one_relay_leader_and_fail_over() {
+    let app = App::start().await;
+    let second: Service = app.sys.command_api_with(&[]).await;
+    second.wait_ready().await;
+    let leaders = || async {
+        let mut n = 0;
+        for svc in [&app.api, &second] {
+            let text = app.sys.http.get(svc.admin_url("/metrics")).send().await.ok()?.text().await.ok()?;
+            if text.lines().any(|l| l == "outbox_relay_leader 1") {
+                n += 1;
+            }
+        }
+        Some(n)
+    };
+    eventually("exactly one relay leader", Duration::from_secs(10), || async {
+        (leaders().await == Some(1)).then_some(())
+    })
+    .await;
+
+    // Writes through both replicas are all published, once each.
+    let author = Uuid::new_v4();
+    for i in 0..10 {
+        let url = if i % 2 == 0 { app.url("/posts") } else { second.http_url("/api/v1/community/posts") };
+        let res = app.as_user(app.sys.http.post(url), author).json(&json!({"content": format!("p{i}")})).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+    }
+    let entries = stream_of_len(&app, 10).await;
+    assert_eq!(entries.len(), 10);
+
+    // Whoever leads, kill it: the survivor takes over and publishes new writes.
+    let first_leads = app
+        .sys
+        .http
+        .get(app.api.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .any(|l| l == "outbox_relay_leader 1");
+    let App { sys, api } = app;
+    let (mut dead, alive) = if first_leads { (api, second) } else { (second, api) };
+    dead.kill9();
+    let res = sys
+        .http
+        .post(alive.http_url("/api/v1/community/posts"))
+        .bearer_auth(community_testkit::token(author))
+        .json(&json!({"content": "after failover"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let mut conn = sys.redis.conn().await;
+    eventually("the survivor to publish", Duration::from_secs(20), || {
+        let mut conn = conn.clone();
+        async move {
+            let n: usize = redis::cmd("XLEN").arg(keys::STREAM).query_async(&mut conn).await.ok()?;
+            (n == 11).then_some(())
+        }
+    })
+    .await;
+    let n: usize = redis::cmd("XLEN").arg(keys::STREAM).query_async(&mut conn).await.unwrap();
+    assert_eq!(n, 11);
+}
