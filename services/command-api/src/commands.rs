@@ -135,7 +135,10 @@ pub async fn ensure_user(
             });
         }
     }
-    Err(Problem::conflict("could not provision a profile for this user; call PUT /profile first").into())
+    Err(
+        Problem::conflict("could not provision a profile for this user; call PUT /profile first")
+            .into(),
+    )
 }
 
 /// `POST /posts`.
@@ -183,12 +186,11 @@ pub async fn delete_post(
     user_id: Uuid,
     post_id: Uuid,
 ) -> ApiResult<ConsistencyToken> {
-    let row = sqlx::query(
-        "SELECT author_id FROM posts WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
-    )
-    .bind(post_id)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let row =
+        sqlx::query("SELECT author_id FROM posts WHERE id = $1 AND deleted_at IS NULL FOR UPDATE")
+            .bind(post_id)
+            .fetch_optional(&mut *tx)
+            .await?;
     let Some(row) = row else {
         return Err(Problem::not_found("no such post").into());
     };

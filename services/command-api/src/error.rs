@@ -33,7 +33,10 @@ impl ApiError {
             Self::Db(e) => {
                 if community_store::is_unavailable(&e) {
                     tracing::warn!(error = %e, "database unavailable");
-                    return Problem::unavailable("the database is unavailable; try again shortly", 2);
+                    return Problem::unavailable(
+                        "the database is unavailable; try again shortly",
+                        2,
+                    );
                 }
                 if let sqlx::Error::Database(db) = &e {
                     match db.constraint() {

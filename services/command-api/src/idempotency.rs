@@ -73,7 +73,9 @@ pub async fn begin(
     let status: i16 = row.try_get("response_status")?;
     Ok(Begin::Replay(SavedResponse {
         status: StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK),
-        body: row.try_get::<sqlx::types::Json<serde_json::Value>, _>("response_body")?.0,
+        body: row
+            .try_get::<sqlx::types::Json<serde_json::Value>, _>("response_body")?
+            .0,
         location: row.try_get("location")?,
         consistency_token: row.try_get("consistency_token")?,
     }))
@@ -120,7 +122,8 @@ mod tests {
     #[test]
     fn hash_ignores_formatting_and_key_order() {
         let a: serde_json::Value = serde_json::from_str(r#"{"content":"x","b":1}"#).unwrap();
-        let b: serde_json::Value = serde_json::from_str("{ \"b\" : 1, \"content\" : \"x\" }").unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str("{ \"b\" : 1, \"content\" : \"x\" }").unwrap();
         let c: serde_json::Value = serde_json::from_str(r#"{"content":"y","b":1}"#).unwrap();
         assert_eq!(request_hash(&a), request_hash(&b));
         assert_ne!(request_hash(&a), request_hash(&c));

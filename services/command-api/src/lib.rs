@@ -73,10 +73,8 @@ impl Application {
             verifier: Arc::new(JwtVerifier::new(&config.auth)),
             relay_wake: relay_wake.clone(),
         };
-        let router = community_shared::http::with_api_layers(
-            routes::router(state),
-            config.request_timeout,
-        );
+        let router =
+            community_shared::http::with_api_layers(routes::router(state), config.request_timeout);
         let listener = TcpListener::bind(config.http_addr)
             .await
             .map_err(|e| format!("cannot bind HTTP_ADDR {}: {e}", config.http_addr))?;

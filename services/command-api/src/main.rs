@@ -39,12 +39,13 @@ fn main() -> ExitCode {
     let env = Env::new(&ProcessEnv);
     match sub.as_deref() {
         Some("migrate") => {
-            let config = MigrateConfig::from_env(&env)
-                .unwrap_or_else(|e| exit_with_config_error(NAME, &e));
+            let config =
+                MigrateConfig::from_env(&env).unwrap_or_else(|e| exit_with_config_error(NAME, &e));
             runtime.block_on(migrate(config))
         }
         _ => {
-            let config = Config::from_env(&env).unwrap_or_else(|e| exit_with_config_error(NAME, &e));
+            let config =
+                Config::from_env(&env).unwrap_or_else(|e| exit_with_config_error(NAME, &e));
             runtime.block_on(serve(config))
         }
     }

@@ -47,7 +47,10 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{BASE}/openapi.json"), get(openapi))
         .route(&format!("{BASE}/profile"), put(put_profile))
         .route(&format!("{BASE}/posts"), post(create_post))
-        .route(&format!("{BASE}/posts/{{post_id}}"), axum::routing::delete(delete_post))
+        .route(
+            &format!("{BASE}/posts/{{post_id}}"),
+            axum::routing::delete(delete_post),
+        )
         .route(
             &format!("{BASE}/posts/{{post_id}}/like"),
             post(like).delete(unlike),
@@ -129,16 +132,17 @@ async fn create_post(
             )
         }
     };
-    let content = validate::content(body.content.as_deref()).map_err(|e| Problem::validation(vec![e]))?;
+    let content =
+        validate::content(body.content.as_deref()).map_err(|e| Problem::validation(vec![e]))?;
     let hash = idempotency::request_hash(&raw);
 
     // At most two rounds: the second only after losing a race on the same key.
     for round in 0..2 {
         let mut tx = state.pool.begin().await?;
-        if let Some(key) = &key {
-            if let Begin::Replay(saved) = idempotency::begin(&mut tx, user.id, key, &hash).await? {
-                return Ok(replay(saved));
-            }
+        if let Some(key) = &key
+            && let Begin::Replay(saved) = idempotency::begin(&mut tx, user.id, key, &hash).await?
+        {
+            return Ok(replay(saved));
         }
         let author =
             commands::ensure_user(&mut tx, user.id, user.preferred_username.as_deref()).await?;
@@ -185,7 +189,10 @@ async fn delete_post(
     let token = commands::delete_post(&mut tx, user.id, post_id).await?;
     tx.commit().await?;
     state.relay_wake.notify_one();
-    Ok(with_token(StatusCode::NO_CONTENT.into_response(), &token.encode()))
+    Ok(with_token(
+        StatusCode::NO_CONTENT.into_response(),
+        &token.encode(),
+    ))
 }
 
 async fn like(
@@ -204,7 +211,12 @@ async fn unlike(
     set_like(state, user, post_id, false).await
 }
 
-async fn set_like(state: AppState, user: AuthUser, post_id: Uuid, liked: bool) -> ApiResult<Response> {
+async fn set_like(
+    state: AppState,
+    user: AuthUser,
+    post_id: Uuid,
+    liked: bool,
+) -> ApiResult<Response> {
     let mut tx = state.pool.begin().await?;
     if liked {
         // A like needs the liker's profile row (foreign key); provision it from the token.

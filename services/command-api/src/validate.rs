@@ -67,7 +67,10 @@ pub fn content(s: Option<&str>) -> Result<String, FieldError> {
     };
     let trimmed = s.trim();
     if trimmed.is_empty() {
-        return Err(FieldError::new("content", "must not be empty or only whitespace"));
+        return Err(FieldError::new(
+            "content",
+            "must not be empty or only whitespace",
+        ));
     }
     if trimmed.chars().count() > CONTENT_MAX {
         return Err(FieldError::new(
@@ -76,7 +79,10 @@ pub fn content(s: Option<&str>) -> Result<String, FieldError> {
         ));
     }
     if trimmed.contains('\0') {
-        return Err(FieldError::new("content", "must not contain NUL characters"));
+        return Err(FieldError::new(
+            "content",
+            "must not contain NUL characters",
+        ));
     }
     Ok(trimmed.to_string())
 }

@@ -275,10 +275,7 @@ async fn livez() -> &'static str {
 async fn readyz(State(state): State<AdminState>) -> Response {
     let shutting_down = state.readiness.inner.shutdown.is_triggered();
     let statuses = state.readiness.statuses();
-    let ready = !shutting_down
-        && statuses
-            .values()
-            .all(|s| matches!(s, CheckStatus::Pass));
+    let ready = !shutting_down && statuses.values().all(|s| matches!(s, CheckStatus::Pass));
     let checks: serde_json::Map<String, serde_json::Value> = statuses
         .into_iter()
         .map(|(name, s)| {
@@ -305,7 +302,10 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 
 async fn render_metrics(State(state): State<AdminState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()

@@ -98,11 +98,7 @@ impl<'a> Env<'a> {
         if !range.contains(&ms) {
             return Err(ConfigError {
                 var: name.to_string(),
-                problem: format!(
-                    "{ms} is out of range {}..={}",
-                    range.start(),
-                    range.end()
-                ),
+                problem: format!("{ms} is out of range {}..={}", range.start(), range.end()),
             });
         }
         Ok(Duration::from_millis(ms))

@@ -43,9 +43,18 @@ impl ConsistencyToken {
         let id = Uuid::parse_str(id).ok()?;
         let version: i64 = version.parse().ok().filter(|v| *v >= 0)?;
         Some(match kind {
-            "p" => Self::Post { post_id: id, version },
-            "d" => Self::PostDeleted { post_id: id, version },
-            "u" => Self::Profile { user_id: id, version },
+            "p" => Self::Post {
+                post_id: id,
+                version,
+            },
+            "d" => Self::PostDeleted {
+                post_id: id,
+                version,
+            },
+            "u" => Self::Profile {
+                user_id: id,
+                version,
+            },
             _ => return None,
         })
     }
@@ -59,13 +68,27 @@ mod tests {
     fn round_trip_and_rejects_garbage() {
         let id = Uuid::now_v7();
         for t in [
-            ConsistencyToken::Post { post_id: id, version: 3 },
-            ConsistencyToken::PostDeleted { post_id: id, version: 4 },
-            ConsistencyToken::Profile { user_id: id, version: 1 },
+            ConsistencyToken::Post {
+                post_id: id,
+                version: 3,
+            },
+            ConsistencyToken::PostDeleted {
+                post_id: id,
+                version: 4,
+            },
+            ConsistencyToken::Profile {
+                user_id: id,
+                version: 1,
+            },
         ] {
             assert_eq!(ConsistencyToken::decode(&t.encode()), Some(t));
         }
-        for bad in ["", "!!!", "cDp4OjE", &URL_SAFE_NO_PAD.encode(format!("p:{id}:-1"))] {
+        for bad in [
+            "",
+            "!!!",
+            "cDp4OjE",
+            &URL_SAFE_NO_PAD.encode(format!("p:{id}:-1")),
+        ] {
             assert_eq!(ConsistencyToken::decode(bad), None, "{bad}");
         }
     }

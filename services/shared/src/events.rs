@@ -182,16 +182,23 @@ impl Envelope {
                 .map(String::as_str)
                 .ok_or(EventError::MissingField(name))
         };
-        let event_id = Uuid::parse_str(get(field::EVENT_ID)?).map_err(|e| EventError::BadField {
-            field: field::EVENT_ID,
-            reason: e.to_string(),
-        })?;
-        let event = DomainEvent::decode(get(field::TYPE)?, get(field::VERSION)?, get(field::PAYLOAD)?)?;
-        let int = |name: &'static str| -> Result<i64, EventError> {
-            get(name)?.parse().map_err(|e: std::num::ParseIntError| EventError::BadField {
-                field: name,
+        let event_id =
+            Uuid::parse_str(get(field::EVENT_ID)?).map_err(|e| EventError::BadField {
+                field: field::EVENT_ID,
                 reason: e.to_string(),
-            })
+            })?;
+        let event = DomainEvent::decode(
+            get(field::TYPE)?,
+            get(field::VERSION)?,
+            get(field::PAYLOAD)?,
+        )?;
+        let int = |name: &'static str| -> Result<i64, EventError> {
+            get(name)?
+                .parse()
+                .map_err(|e: std::num::ParseIntError| EventError::BadField {
+                    field: name,
+                    reason: e.to_string(),
+                })
         };
         Ok(Self {
             event_id,
@@ -216,7 +223,10 @@ mod tests {
             (field::PAYLOAD, payload.to_string()),
             (field::OCCURRED_AT_US, "1700000000000000".to_string()),
             (field::OUTBOX_ID, "42".to_string()),
-            (field::TRACEPARENT, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string()),
+            (
+                field::TRACEPARENT,
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -227,10 +237,22 @@ mod tests {
     fn every_event_round_trips_through_its_payload() {
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         for ev in [
-            DomainEvent::PostCreated { post_id: a, author_id: b },
-            DomainEvent::PostDeleted { post_id: a, author_id: b },
-            DomainEvent::PostLiked { post_id: a, user_id: b },
-            DomainEvent::PostUnliked { post_id: a, user_id: b },
+            DomainEvent::PostCreated {
+                post_id: a,
+                author_id: b,
+            },
+            DomainEvent::PostDeleted {
+                post_id: a,
+                author_id: b,
+            },
+            DomainEvent::PostLiked {
+                post_id: a,
+                user_id: b,
+            },
+            DomainEvent::PostUnliked {
+                post_id: a,
+                user_id: b,
+            },
             DomainEvent::ProfileUpdated { user_id: b },
         ] {
             let payload = ev.payload().to_string();
@@ -249,7 +271,10 @@ mod tests {
             Envelope::from_fields(&fields("post_exploded", "{}")),
             Err(EventError::UnknownType(_))
         ));
-        let mut f = fields("profile_updated", &format!("{{\"user_id\":\"{}\"}}", Uuid::nil()));
+        let mut f = fields(
+            "profile_updated",
+            &format!("{{\"user_id\":\"{}\"}}", Uuid::nil()),
+        );
         assert!(Envelope::from_fields(&f).is_ok());
         f.insert(field::VERSION.into(), "9".into());
         assert!(matches!(

@@ -152,10 +152,8 @@ impl Telemetry {
 
     /// Flushes and stops the exporter (spans of the last requests included).
     pub fn shutdown(self) {
-        if let Some(p) = self.provider {
-            if let Err(e) = p.shutdown() {
-                eprintln!("trace exporter shutdown: {e}");
-            }
+        if let Some(Err(e)) = self.provider.map(|p| p.shutdown()) {
+            eprintln!("trace exporter shutdown: {e}");
         }
     }
 }

@@ -117,7 +117,10 @@ mod tests {
     #[test]
     fn tombstones_and_garbage() {
         let raw = encode_stored(ViewVersion { post: 9, author: 1 }, None);
-        assert_eq!(decode_stored(&raw), Some((ViewVersion { post: 9, author: 1 }, "")));
+        assert_eq!(
+            decode_stored(&raw),
+            Some((ViewVersion { post: 9, author: 1 }, ""))
+        );
         assert_eq!(decode_stored("nonsense"), None);
         assert_eq!(decode_stored("x.1|{}"), None);
     }

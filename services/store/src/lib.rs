@@ -65,7 +65,11 @@ impl DbConfig {
         Ok(Self {
             options,
             max_connections: env.bounded_or("DATABASE_MAX_CONNECTIONS", 10, 1..=1000)?,
-            acquire_timeout: env.duration_ms_or("DATABASE_ACQUIRE_TIMEOUT_MS", 3000, 100..=60_000)?,
+            acquire_timeout: env.duration_ms_or(
+                "DATABASE_ACQUIRE_TIMEOUT_MS",
+                3000,
+                100..=60_000,
+            )?,
         })
     }
 
@@ -112,17 +116,16 @@ pub async fn check_reachable(pool: &PgPool) -> Result<(), String> {
 /// migration Job has not run, so the pod stays unready instead of failing requests.
 pub async fn check_schema(pool: &PgPool) -> Result<(), String> {
     let expected = expected_schema_version();
-    let applied: Option<i64> = sqlx::query_scalar(
-        "SELECT max(version) FROM _sqlx_migrations WHERE success",
-    )
-    .fetch_one(pool)
-    .await
-    .map_err(|e| match &e {
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => {
-            "schema not migrated: run `command-api migrate`".to_string()
-        }
-        _ => e.to_string(),
-    })?;
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => {
+                    "schema not migrated: run `command-api migrate`".to_string()
+                }
+                _ => e.to_string(),
+            })?;
     let applied = applied.unwrap_or(0);
     if applied >= expected {
         Ok(())

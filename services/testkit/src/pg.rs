@@ -23,7 +23,11 @@ fn bin_dir() -> PathBuf {
         return PathBuf::from(d);
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     versions.retain(|p| p.join("initdb").exists());
     versions.sort();
@@ -66,7 +70,11 @@ fn chown_for_postgres(path: &Path) {
             .arg(format!("{uid}:{gid}"))
             .arg(path)
             .status();
-        assert!(status.is_ok_and(|s| s.success()), "chown {} failed", path.display());
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "chown {} failed",
+            path.display()
+        );
     }
 }
 
@@ -91,12 +99,23 @@ fn template() -> PathBuf {
         .tempdir_in(&root)
         .unwrap_or_else(|e| panic!("tempdir: {e}"));
     let data = staging.path().join("data");
-    let _ = Command::new("chmod").arg("0755").arg(staging.path()).status();
+    let _ = Command::new("chmod")
+        .arg("0755")
+        .arg(staging.path())
+        .status();
     chown_for_postgres(staging.path());
     let out = command(bin.join("initdb"))
         .arg("-D")
         .arg(&data)
-        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"])
+        .args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        ])
         .output()
         .unwrap_or_else(|e| panic!("initdb: {e}"));
     assert!(
@@ -121,12 +140,11 @@ impl Postgres {
             .unwrap_or_else(|e| panic!("tempdir: {e}"));
         let _ = Command::new("chmod").arg("0755").arg(dir.path()).status();
         let data = dir.path().join("data");
-        let status = Command::new("cp")
-            .arg("-a")
-            .arg(&tpl)
-            .arg(&data)
-            .status();
-        assert!(status.is_ok_and(|s| s.success()), "copying the Postgres template failed");
+        let status = Command::new("cp").arg("-a").arg(&tpl).arg(&data).status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "copying the Postgres template failed"
+        );
         chown_for_postgres(dir.path());
         let log = dir.path().join("postgres.log");
         let mut pg = Self {
@@ -153,7 +171,10 @@ impl Postgres {
                 .arg("-c")
                 .arg(format!(
                     "unix_socket_directories={}",
-                    self.data.parent().map(|p| p.display().to_string()).unwrap_or_default()
+                    self.data
+                        .parent()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
                 ))
                 .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
                 .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
@@ -180,17 +201,17 @@ impl Postgres {
     async fn wait_ready(&mut self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         while tokio::time::Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return false;
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(_)) = child.try_wait()
+            {
+                return false;
             }
             let opts: Result<sqlx::postgres::PgConnectOptions, _> = self.url().parse();
-            if let Ok(opts) = opts {
-                if let Ok(conn) = opts.connect().await {
-                    let _ = conn.close().await;
-                    return true;
-                }
+            if let Ok(opts) = opts
+                && let Ok(conn) = opts.connect().await
+            {
+                let _ = conn.close().await;
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -224,7 +245,10 @@ impl Postgres {
     /// Stops the server (fast shutdown: open connections are cut), keeping its data.
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-INT").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-INT")
+                .arg(child.id().to_string())
+                .status();
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
             while std::time::Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -248,7 +272,10 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         // SIGQUIT: immediate shutdown, no checkpoint — the data is thrown away anyway.
         if let Some(child) = self.child.as_ref() {
-            let _ = Command::new("kill").arg("-QUIT").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-QUIT")
+                .arg(child.id().to_string())
+                .status();
         }
         if let Some(mut child) = self.child.take() {
             let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -21,7 +21,12 @@ pub struct Service {
 
 impl Service {
     /// Starts `name` with `env` on free ports and waits for `/livez`.
-    pub async fn spawn(name: &str, args: &[&str], env: &[(String, String)], with_http: bool) -> Self {
+    pub async fn spawn(
+        name: &str,
+        args: &[&str],
+        env: &[(String, String)],
+        with_http: bool,
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix(&format!("sparkle-{name}-"))
             .tempdir()
@@ -74,15 +79,15 @@ impl Service {
         let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + timeout;
         while tokio::time::Instant::now() < deadline {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return false;
-                }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(_)) = c.try_wait()
+            {
+                return false;
             }
-            if let Ok(r) = client.get(self.admin_url("/livez")).send().await {
-                if r.status().is_success() {
-                    return true;
-                }
+            if let Ok(r) = client.get(self.admin_url("/livez")).send().await
+                && r.status().is_success()
+            {
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -95,10 +100,10 @@ impl Service {
         let url = self.admin_url("/readyz");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = client.get(&url).send().await {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = client.get(&url).send().await
+                && r.status().is_success()
+            {
+                return;
             }
             if tokio::time::Instant::now() >= deadline {
                 panic!("{} never became ready:\n{}", self.name, self.log());
@@ -129,7 +134,10 @@ impl Service {
     /// Sends SIGTERM, as Kubernetes does.
     pub fn sigterm(&self) {
         if let Some(pid) = self.pid() {
-            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
         }
     }
 
@@ -146,7 +154,11 @@ impl Service {
                 panic!("{} already reaped", self.name);
             }
             if tokio::time::Instant::now() >= deadline {
-                panic!("{} did not exit within {timeout:?}:\n{}", self.name, self.log());
+                panic!(
+                    "{} did not exit within {timeout:?}:\n{}",
+                    self.name,
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -210,7 +222,10 @@ impl System {
             .output()
             .await
             .unwrap_or_else(|e| panic!("command-api migrate: {e}"));
-        (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Migrates, starts command-api and waits until it is ready.

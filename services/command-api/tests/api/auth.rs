@@ -37,7 +37,10 @@ async fn every_bad_token_is_the_same_401() {
         ("non-UUID sub", token_with(&bad_sub, TEST_SECRET)),
         ("no exp", token_with(&no_exp, TEST_SECRET)),
         ("no sub", token_with(&no_sub, TEST_SECRET)),
-        ("alg none", unsigned(&json!({"sub": user.to_string(), "exp": now + 3600}))),
+        (
+            "alg none",
+            unsigned(&json!({"sub": user.to_string(), "exp": now + 3600})),
+        ),
         ("garbage", "not.a.jwt".to_string()),
     ];
     let mut details = std::collections::HashSet::new();
@@ -60,16 +63,33 @@ async fn every_bad_token_is_the_same_401() {
     assert_eq!(details.len(), 1, "{details:?}");
 
     for req in [
-        app.sys.http.post(app.url("/posts")).json(&json!({"content": "x"})),
-        app.sys.http.put(app.url("/profile")).json(&json!({"username": "abc"})),
-        app.sys.http.delete(app.url(&format!("/posts/{}", Uuid::new_v4()))),
-        app.sys.http.post(app.url(&format!("/posts/{}/like", Uuid::new_v4()))),
-        app.sys.http.post(app.url("/posts")).header("authorization", "Basic abc").json(&json!({"content": "x"})),
+        app.sys
+            .http
+            .post(app.url("/posts"))
+            .json(&json!({"content": "x"})),
+        app.sys
+            .http
+            .put(app.url("/profile"))
+            .json(&json!({"username": "abc"})),
+        app.sys
+            .http
+            .delete(app.url(&format!("/posts/{}", Uuid::new_v4()))),
+        app.sys
+            .http
+            .post(app.url(&format!("/posts/{}/like", Uuid::new_v4()))),
+        app.sys
+            .http
+            .post(app.url("/posts"))
+            .header("authorization", "Basic abc")
+            .json(&json!({"content": "x"})),
     ] {
         assert_problem(req.send().await.unwrap(), StatusCode::UNAUTHORIZED).await;
     }
     let pool = app.sys.pg.pool().await;
-    let posts: i64 = sqlx::query_scalar("SELECT count(*) FROM posts").fetch_one(&pool).await.unwrap();
+    let posts: i64 = sqlx::query_scalar("SELECT count(*) FROM posts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(posts, 0);
 }
 
@@ -79,7 +99,10 @@ async fn issuer_and_audience_are_checked_when_configured() {
     let (status, err) = sys.migrate().await;
     assert!(status.success(), "{err}");
     let api = sys
-        .command_api_with(&[("AUTH_JWT_ISSUER", "https://id.sparkle"), ("AUTH_JWT_AUDIENCE", "community")])
+        .command_api_with(&[
+            ("AUTH_JWT_ISSUER", "https://id.sparkle"),
+            ("AUTH_JWT_AUDIENCE", "community"),
+        ])
         .await;
     api.wait_ready().await;
     let url = api.http_url("/api/v1/community/posts");

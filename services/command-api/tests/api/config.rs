@@ -27,9 +27,18 @@ fn help_lists_every_variable() {
     let (code, out, _) = run(&["--help"], &[]);
     assert_eq!(code, 0);
     for var in [
-        "DATABASE_URL", "REDIS_URL", "HTTP_ADDR", "ADMIN_ADDR", "AUTH_JWT_SECRET",
-        "AUTH_JWT_ISSUER", "AUTH_JWT_AUDIENCE", "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_PROTOCOL", "RUST_LOG", "LOG_FORMAT", "migrate",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "HTTP_ADDR",
+        "ADMIN_ADDR",
+        "AUTH_JWT_SECRET",
+        "AUTH_JWT_ISSUER",
+        "AUTH_JWT_AUDIENCE",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "RUST_LOG",
+        "LOG_FORMAT",
+        "migrate",
     ] {
         assert!(out.contains(var), "--help does not mention {var}");
     }
@@ -38,17 +47,66 @@ fn help_lists_every_variable() {
 #[test]
 fn a_missing_or_malformed_variable_is_one_clear_line() {
     let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
-        ("DATABASE_URL", OK_ENV.iter().copied().filter(|(k, _)| *k != "DATABASE_URL").collect()),
-        ("REDIS_URL", OK_ENV.iter().copied().filter(|(k, _)| *k != "REDIS_URL").collect()),
-        ("AUTH_JWT_SECRET", OK_ENV.iter().copied().filter(|(k, _)| *k != "AUTH_JWT_SECRET").collect()),
-        ("DATABASE_URL", [OK_ENV.to_vec(), vec![("DATABASE_URL", "mysql://x")]].concat()),
-        ("REDIS_URL", [OK_ENV.to_vec(), vec![("REDIS_URL", "http://x")]].concat()),
-        ("HTTP_ADDR", [OK_ENV.to_vec(), vec![("HTTP_ADDR", "localhost")]].concat()),
-        ("ADMIN_ADDR", [OK_ENV.to_vec(), vec![("ADMIN_ADDR", "99999")]].concat()),
-        ("LOG_FORMAT", [OK_ENV.to_vec(), vec![("LOG_FORMAT", "xml")]].concat()),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", [OK_ENV.to_vec(), vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "udp")]].concat()),
-        ("DATABASE_MAX_CONNECTIONS", [OK_ENV.to_vec(), vec![("DATABASE_MAX_CONNECTIONS", "lots")]].concat()),
-        ("AUTH_JWT_SECRET", [OK_ENV.to_vec(), vec![("AUTH_JWT_SECRET", "short")]].concat()),
+        (
+            "DATABASE_URL",
+            OK_ENV
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != "DATABASE_URL")
+                .collect(),
+        ),
+        (
+            "REDIS_URL",
+            OK_ENV
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != "REDIS_URL")
+                .collect(),
+        ),
+        (
+            "AUTH_JWT_SECRET",
+            OK_ENV
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != "AUTH_JWT_SECRET")
+                .collect(),
+        ),
+        (
+            "DATABASE_URL",
+            [OK_ENV.to_vec(), vec![("DATABASE_URL", "mysql://x")]].concat(),
+        ),
+        (
+            "REDIS_URL",
+            [OK_ENV.to_vec(), vec![("REDIS_URL", "http://x")]].concat(),
+        ),
+        (
+            "HTTP_ADDR",
+            [OK_ENV.to_vec(), vec![("HTTP_ADDR", "localhost")]].concat(),
+        ),
+        (
+            "ADMIN_ADDR",
+            [OK_ENV.to_vec(), vec![("ADMIN_ADDR", "99999")]].concat(),
+        ),
+        (
+            "LOG_FORMAT",
+            [OK_ENV.to_vec(), vec![("LOG_FORMAT", "xml")]].concat(),
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            [
+                OK_ENV.to_vec(),
+                vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "udp")],
+            ]
+            .concat(),
+        ),
+        (
+            "DATABASE_MAX_CONNECTIONS",
+            [OK_ENV.to_vec(), vec![("DATABASE_MAX_CONNECTIONS", "lots")]].concat(),
+        ),
+        (
+            "AUTH_JWT_SECRET",
+            [OK_ENV.to_vec(), vec![("AUTH_JWT_SECRET", "short")]].concat(),
+        ),
     ];
     for (var, env) in cases {
         let (code, _, err) = run(&[], &env);
@@ -61,7 +119,10 @@ fn a_missing_or_malformed_variable_is_one_clear_line() {
     // migrate needs only DATABASE_URL.
     let (code, _, err) = run(&["migrate"], &[]);
     assert_eq!(code, 2);
-    assert!(err.contains("DATABASE_URL") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("DATABASE_URL") && err.lines().count() == 1,
+        "{err}"
+    );
     let (code, _, err) = run(&["frobnicate"], &[]);
     assert_eq!(code, 2);
     assert!(err.contains("--help"), "{err}");

@@ -29,14 +29,18 @@ async fn the_same_key_and_body_replays_the_first_response() {
     assert_eq!(again, first);
 
     let p = assert_problem(
-        send("k-1", json!({"content": "different"}), user).await.unwrap(),
+        send("k-1", json!({"content": "different"}), user)
+            .await
+            .unwrap(),
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
     assert_eq!(error_fields(&p), ["Idempotency-Key"]);
 
     // Keys are per user.
-    let other = send("k-1", json!({"content": "once"}), Uuid::new_v4()).await.unwrap();
+    let other = send("k-1", json!({"content": "once"}), Uuid::new_v4())
+        .await
+        .unwrap();
     assert_eq!(other.status(), StatusCode::CREATED);
 
     let long = "k".repeat(256);
@@ -75,6 +79,9 @@ async fn concurrent_retries_with_one_key_create_one_post() {
     }
     assert_eq!(ids.len(), 1, "{ids:?}");
     let pool = app.sys.pg.pool().await;
-    let posts: i64 = sqlx::query_scalar("SELECT count(*) FROM posts").fetch_one(&pool).await.unwrap();
+    let posts: i64 = sqlx::query_scalar("SELECT count(*) FROM posts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(posts, 1);
 }

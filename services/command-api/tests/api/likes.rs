@@ -32,7 +32,10 @@ async fn likes_are_idempotent_and_only_changes_emit_events() {
     assert_eq!(body["liked"], false);
     // Unliking what is not liked is a no-op 200.
     assert_eq!(app.like(fan, id, false).await.status(), StatusCode::OK);
-    assert_eq!(app.like(Uuid::new_v4(), id, false).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.like(Uuid::new_v4(), id, false).await.status(),
+        StatusCode::OK
+    );
     assert_eq!(like_count(&app, id).await, 0);
 
     let pool = app.sys.pg.pool().await;
@@ -47,12 +50,23 @@ async fn likes_are_idempotent_and_only_changes_emit_events() {
 async fn liking_a_missing_or_deleted_post_is_404() {
     let app = App::start().await;
     let author = Uuid::new_v4();
-    assert_problem(app.like(author, &Uuid::new_v4().to_string(), true).await, StatusCode::NOT_FOUND).await;
-    assert_problem(app.like(author, "nope", true).await, StatusCode::BAD_REQUEST).await;
+    assert_problem(
+        app.like(author, &Uuid::new_v4().to_string(), true).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_problem(
+        app.like(author, "nope", true).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
     let post = app.create_post(author, "soon gone").await;
     let id = post["id"].as_str().unwrap();
     let res = app
-        .as_user(app.sys.http.delete(app.url(&format!("/posts/{id}"))), author)
+        .as_user(
+            app.sys.http.delete(app.url(&format!("/posts/{id}"))),
+            author,
+        )
         .send()
         .await
         .unwrap();
@@ -86,7 +100,9 @@ async fn a_burst_of_concurrent_likes_counts_exactly() {
 }
 
 /// Runs futures concurrently on this task (no extra dependency for join_all).
-pub async fn futures_join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+pub async fn futures_join_all<F: std::future::Future>(
+    futs: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
     let mut set = Vec::new();
     for f in futs {
         set.push(Box::pin(f));
@@ -102,7 +118,11 @@ pub async fn futures_join_all<F: std::future::Future>(futs: impl IntoIterator<It
                 }
             }
         }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
     })
     .await;
     out.into_iter().flatten().collect()

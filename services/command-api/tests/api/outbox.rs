@@ -28,7 +28,9 @@ async fn stream(app: &App) -> Vec<Entry> {
                 .map
                 .iter()
                 .filter_map(|(k, v)| {
-                    redis::from_redis_value::<String>(v.clone()).ok().map(|v| (k.clone(), v))
+                    redis::from_redis_value::<String>(v.clone())
+                        .ok()
+                        .map(|v| (k.clone(), v))
                 })
                 .collect();
             (id.id, fields)
@@ -37,10 +39,14 @@ async fn stream(app: &App) -> Vec<Entry> {
 }
 
 async fn stream_of_len(app: &App, n: usize) -> Vec<Entry> {
-    eventually(&format!("{n} stream entries"), Duration::from_secs(20), || async {
-        let s = stream(app).await;
-        (s.len() >= n).then_some(s)
-    })
+    eventually(
+        &format!("{n} stream entries"),
+        Duration::from_secs(20),
+        || async {
+            let s = stream(app).await;
+            (s.len() >= n).then_some(s)
+        },
+    )
     .await
 }
 
@@ -60,7 +66,10 @@ async fn every_command_reaches_the_stream_in_order_with_its_envelope() {
     assert_eq!(app.like(fan, id, true).await.status(), StatusCode::OK);
     assert_eq!(app.like(fan, id, false).await.status(), StatusCode::OK);
     let res = app
-        .as_user(app.sys.http.delete(app.url(&format!("/posts/{id}"))), author)
+        .as_user(
+            app.sys.http.delete(app.url(&format!("/posts/{id}"))),
+            author,
+        )
         .send()
         .await
         .unwrap();
@@ -70,7 +79,13 @@ async fn every_command_reaches_the_stream_in_order_with_its_envelope() {
     let kinds: Vec<&str> = entries.iter().map(|(_, f)| f["type"].as_str()).collect();
     assert_eq!(
         kinds,
-        ["profile_updated", "post_created", "post_liked", "post_unliked", "post_deleted"]
+        [
+            "profile_updated",
+            "post_created",
+            "post_liked",
+            "post_unliked",
+            "post_deleted"
+        ]
     );
     for (_, f) in &entries {
         let env = community_shared::events::Envelope::from_fields(f).expect("a decodable envelope");
@@ -105,7 +120,9 @@ async fn with_redis_down_writes_succeed_and_every_event_arrives_once_in_order_la
     app.sys.redis.stop();
     let mut ids = Vec::new();
     for i in 0..25 {
-        let post = app.create_post(author, &format!("during the outage {i}")).await;
+        let post = app
+            .create_post(author, &format!("during the outage {i}"))
+            .await;
         ids.push(post["id"].as_str().unwrap().to_string());
     }
     let pool = app.sys.pg.pool().await;
@@ -113,7 +130,10 @@ async fn with_redis_down_writes_succeed_and_every_event_arrives_once_in_order_la
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(backlog, 25, "nothing can have been published while Redis is down");
+    assert_eq!(
+        backlog, 25,
+        "nothing can have been published while Redis is down"
+    );
 
     // Redis comes back empty (no persistence): the relay republishes nothing old,
     // and publishes the 25 pending events exactly once, in commit order.
@@ -141,23 +161,43 @@ async fn two_replicas_elect_one_relay_leader_and_fail_over() {
     let leaders = || async {
         let mut n = 0;
         for svc in [&app.api, &second] {
-            let text = app.sys.http.get(svc.admin_url("/metrics")).send().await.ok()?.text().await.ok()?;
+            let text = app
+                .sys
+                .http
+                .get(svc.admin_url("/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
             if text.lines().any(|l| l == "outbox_relay_leader 1") {
                 n += 1;
             }
         }
         Some(n)
     };
-    eventually("exactly one relay leader", Duration::from_secs(10), || async {
-        (leaders().await == Some(1)).then_some(())
-    })
+    eventually(
+        "exactly one relay leader",
+        Duration::from_secs(10),
+        || async { (leaders().await == Some(1)).then_some(()) },
+    )
     .await;
 
     // Writes through both replicas are all published, once each.
     let author = Uuid::new_v4();
     for i in 0..10 {
-        let url = if i % 2 == 0 { app.url("/posts") } else { second.http_url("/api/v1/community/posts") };
-        let res = app.as_user(app.sys.http.post(url), author).json(&json!({"content": format!("p{i}")})).send().await.unwrap();
+        let url = if i % 2 == 0 {
+            app.url("/posts")
+        } else {
+            second.http_url("/api/v1/community/posts")
+        };
+        let res = app
+            .as_user(app.sys.http.post(url), author)
+            .json(&json!({"content": format!("p{i}")}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::CREATED);
     }
     let entries = stream_of_len(&app, 10).await;
@@ -177,7 +217,11 @@ async fn two_replicas_elect_one_relay_leader_and_fail_over() {
         .lines()
         .any(|l| l == "outbox_relay_leader 1");
     let App { sys, api } = app;
-    let (mut dead, alive) = if first_leads { (api, second) } else { (second, api) };
+    let (mut dead, alive) = if first_leads {
+        (api, second)
+    } else {
+        (second, api)
+    };
     dead.kill9();
     let res = sys
         .http
@@ -192,11 +236,19 @@ async fn two_replicas_elect_one_relay_leader_and_fail_over() {
     eventually("the survivor to publish", Duration::from_secs(20), || {
         let mut conn = conn.clone();
         async move {
-            let n: usize = redis::cmd("XLEN").arg(keys::STREAM).query_async(&mut conn).await.ok()?;
+            let n: usize = redis::cmd("XLEN")
+                .arg(keys::STREAM)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
             (n == 11).then_some(())
         }
     })
     .await;
-    let n: usize = redis::cmd("XLEN").arg(keys::STREAM).query_async(&mut conn).await.unwrap();
+    let n: usize = redis::cmd("XLEN")
+        .arg(keys::STREAM)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(n, 11);
 }

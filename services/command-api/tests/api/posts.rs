@@ -28,11 +28,10 @@ async fn create_post_returns_the_post_location_and_token_and_writes_the_outbox()
     assert!(post["created_at"].as_str().unwrap().ends_with('Z'));
 
     let pool = app.sys.pg.pool().await;
-    let (kind, agg): (String, Uuid) =
-        sqlx::query_as("SELECT event_type, aggregate_id FROM outbox")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let (kind, agg): (String, Uuid) = sqlx::query_as("SELECT event_type, aggregate_id FROM outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(kind, "post_created");
     assert_eq!(agg.to_string(), id);
 }
@@ -106,11 +105,33 @@ async fn malformed_requests_get_4xx_problems() {
             .body(body)
             .send()
     };
-    assert_problem(post("{not json", "application/json").await.unwrap(), StatusCode::BAD_REQUEST).await;
-    assert_problem(post(r#"{"content": 5}"#, "application/json").await.unwrap(), StatusCode::BAD_REQUEST).await;
-    assert_problem(post(r#"["content"]"#, "application/json").await.unwrap(), StatusCode::BAD_REQUEST).await;
-    assert_problem(post(r#"{"content":"x","extra":1}"#, "application/json").await.unwrap(), StatusCode::BAD_REQUEST).await;
-    assert_problem(post(r#"{"content":"x"}"#, "text/plain").await.unwrap(), StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    assert_problem(
+        post("{not json", "application/json").await.unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_problem(
+        post(r#"{"content": 5}"#, "application/json").await.unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_problem(
+        post(r#"["content"]"#, "application/json").await.unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_problem(
+        post(r#"{"content":"x","extra":1}"#, "application/json")
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_problem(
+        post(r#"{"content":"x"}"#, "text/plain").await.unwrap(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    )
+    .await;
 
     let big = format!(r#"{{"content":"{}"}}"#, "a".repeat(70 * 1024));
     let res = app
@@ -145,17 +166,33 @@ async fn only_the_author_deletes_and_deleting_twice_is_404() {
     let post = app.create_post(author, "mine").await;
     let url = app.url(&format!("/posts/{}", post["id"].as_str().unwrap()));
 
-    let res = app.as_user(app.sys.http.delete(&url), other).send().await.unwrap();
+    let res = app
+        .as_user(app.sys.http.delete(&url), other)
+        .send()
+        .await
+        .unwrap();
     assert_problem(res, StatusCode::FORBIDDEN).await;
 
-    let res = app.as_user(app.sys.http.delete(&url), author).send().await.unwrap();
+    let res = app
+        .as_user(app.sys.http.delete(&url), author)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert!(res.headers().contains_key("x-consistency-token"));
 
-    let res = app.as_user(app.sys.http.delete(&url), author).send().await.unwrap();
+    let res = app
+        .as_user(app.sys.http.delete(&url), author)
+        .send()
+        .await
+        .unwrap();
     assert_problem(res, StatusCode::NOT_FOUND).await;
     let missing = app.url(&format!("/posts/{}", Uuid::new_v4()));
-    let res = app.as_user(app.sys.http.delete(&missing), author).send().await.unwrap();
+    let res = app
+        .as_user(app.sys.http.delete(&missing), author)
+        .send()
+        .await
+        .unwrap();
     assert_problem(res, StatusCode::NOT_FOUND).await;
 
     let pool = app.sys.pg.pool().await;

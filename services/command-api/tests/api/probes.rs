@@ -13,14 +13,23 @@ async fn unmigrated_schema_is_unready_until_migrate_runs() {
     let api = sys.command_api_with(&[]).await;
     let live = sys.http.get(api.admin_url("/livez")).send().await.unwrap();
     assert_eq!(live.status(), StatusCode::OK);
-    let body: serde_json::Value = eventually("a failing schema check", Duration::from_secs(10), || async {
-        let res = sys.http.get(api.admin_url("/readyz")).send().await.ok()?;
-        let body: serde_json::Value = res.json().await.ok()?;
-        (body["checks"]["schema"]["status"] == "fail").then_some(body)
-    })
+    let body: serde_json::Value = eventually(
+        "a failing schema check",
+        Duration::from_secs(10),
+        || async {
+            let res = sys.http.get(api.admin_url("/readyz")).send().await.ok()?;
+            let body: serde_json::Value = res.json().await.ok()?;
+            (body["checks"]["schema"]["status"] == "fail").then_some(body)
+        },
+    )
     .await;
     assert_eq!(body["status"], "unready");
-    assert!(body["checks"]["schema"]["error"].as_str().unwrap().contains("migrate"));
+    assert!(
+        body["checks"]["schema"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("migrate")
+    );
     let res = sys.http.get(api.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
 
@@ -36,14 +45,34 @@ async fn metrics_use_route_templates_and_report_the_outbox() {
     let id = post["id"].as_str().unwrap();
     app.like(user, id, true).await;
     let text = eventually("the backlog gauge", Duration::from_secs(15), || async {
-        let t = app.sys.http.get(app.api.admin_url("/metrics")).send().await.ok()?.text().await.ok()?;
+        let t = app
+            .sys
+            .http
+            .get(app.api.admin_url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
         t.contains("outbox_backlog_events").then_some(t)
     })
     .await;
-    assert!(text.contains(r#"http_requests_total{method="POST",route="/api/v1/community/posts",status="201"} 1"#), "{text}");
-    assert!(text.contains(r#"route="/api/v1/community/posts/{post_id}/like""#), "{text}");
+    assert!(
+        text.contains(
+            r#"http_requests_total{method="POST",route="/api/v1/community/posts",status="201"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"route="/api/v1/community/posts/{post_id}/like""#),
+        "{text}"
+    );
     assert!(!text.contains(id), "raw ids must never become labels");
-    assert!(text.contains("http_request_duration_seconds_bucket"), "{text}");
+    assert!(
+        text.contains("http_request_duration_seconds_bucket"),
+        "{text}"
+    );
     assert!(text.contains("outbox_published_events_total"), "{text}");
 }
 
@@ -61,11 +90,21 @@ async fn postgres_outage_gives_fast_503s_and_unready_then_recovers() {
         .send()
         .await
         .unwrap();
-    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(res.headers().contains_key("retry-after"));
     assert_problem(res, StatusCode::SERVICE_UNAVAILABLE).await;
     eventually("readiness to turn 503", Duration::from_secs(20), || async {
-        let res = app.sys.http.get(app.api.admin_url("/readyz")).send().await.ok()?;
+        let res = app
+            .sys
+            .http
+            .get(app.api.admin_url("/readyz"))
+            .send()
+            .await
+            .ok()?;
         (res.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(())
     })
     .await;
@@ -104,7 +143,13 @@ async fn sigterm_turns_unready_drains_and_exits_zero() {
 #[tokio::test]
 async fn openapi_document_describes_every_command() {
     let app = App::start().await;
-    let res = app.sys.http.get(app.url("/openapi.json")).send().await.unwrap();
+    let res = app
+        .sys
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let doc: serde_json::Value = res.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
@@ -119,7 +164,10 @@ async fn openapi_document_describes_every_command() {
         let op = &paths[path][method];
         assert!(op.is_object(), "{method} {path} missing");
         for status in ["400", "401", "503"] {
-            assert!(op["responses"][status].is_object(), "{method} {path} lacks {status}");
+            assert!(
+                op["responses"][status].is_object(),
+                "{method} {path} lacks {status}"
+            );
         }
     }
 }

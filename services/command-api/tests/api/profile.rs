@@ -21,9 +21,10 @@ async fn put_profile_creates_replaces_and_only_real_changes_emit_events() {
             .json(&body)
             .send()
     };
-    let res = put(json!({"username": "ann", "display_name": "Ann", "avatar_url": "https://cdn.x/a.png"}))
-        .await
-        .unwrap();
+    let res =
+        put(json!({"username": "ann", "display_name": "Ann", "avatar_url": "https://cdn.x/a.png"}))
+            .await
+            .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.headers().contains_key("x-consistency-token"));
     let p: serde_json::Value = res.json().await.unwrap();
@@ -33,9 +34,10 @@ async fn put_profile_creates_replaces_and_only_real_changes_emit_events() {
     assert_eq!(p["avatar_url"], "https://cdn.x/a.png");
 
     // Same body again: 200, nothing changed, no event.
-    let res = put(json!({"username": "ann", "display_name": "Ann", "avatar_url": "https://cdn.x/a.png"}))
-        .await
-        .unwrap();
+    let res =
+        put(json!({"username": "ann", "display_name": "Ann", "avatar_url": "https://cdn.x/a.png"}))
+            .await
+            .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(events(&app).await, ["profile_updated"]);
 
