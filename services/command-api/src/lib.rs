@@ -117,19 +117,10 @@ impl Application {
             }
         });
         let relay = tokio::spawn(self.relay.run());
-        // Readiness is already 503 once shutdown begins; optionally keep serving a
-        // little longer so load balancers stop routing here before we stop accepting.
-        let delay = self.shutdown_delay;
-        let shutdown = self.shutdown.clone();
-        let drain_signal = {
-            let (t, s) = community_shared::shutdown::channel();
-            tokio::spawn(async move {
-                shutdown.wait().await;
-                tokio::time::sleep(delay).await;
-                t.trigger();
-            });
-            s
-        };
+        // Readiness is already 503 once shutdown begins; keep serving a little
+        // longer so load balancers stop routing here before we stop accepting.
+        let drain_signal =
+            community_shared::shutdown::after_delay(self.shutdown.clone(), self.shutdown_delay);
         let served = community_shared::http::serve(self.listener, self.router, drain_signal).await;
         // Make sure the background tasks stop even if the server ended on its own.
         self.trigger.trigger();

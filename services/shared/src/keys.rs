@@ -24,6 +24,11 @@ pub fn post_view(post_id: Uuid) -> String {
     format!("sparkle:post:{{{post_id}}}")
 }
 
+/// [`post_view`] for an id already in text form (as read from a feed).
+pub fn post_view_str(post_id: &str) -> String {
+    format!("sparkle:post:{{{post_id}}}")
+}
+
 /// One author's feed.
 pub fn author_feed(user_id: Uuid) -> String {
     format!("sparkle:feed:user:{{{user_id}}}")

@@ -85,3 +85,15 @@ pub fn on_signal() -> (ShutdownTrigger, Shutdown) {
     });
     (trigger, shutdown)
 }
+
+/// A shutdown that fires `delay` after `shutdown`: servers keep serving (while
+/// already unready) so load balancers stop routing here before we stop accepting.
+pub fn after_delay(shutdown: Shutdown, delay: std::time::Duration) -> Shutdown {
+    let (trigger, delayed) = channel();
+    tokio::spawn(async move {
+        shutdown.wait().await;
+        tokio::time::sleep(delay).await;
+        trigger.trigger();
+    });
+    delayed
+}

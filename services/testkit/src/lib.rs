@@ -12,12 +12,14 @@ mod pg;
 mod process;
 mod redis_server;
 mod services;
+mod stack;
 mod token;
 
 pub use pg::Postgres;
 pub use process::{binary, free_port};
 pub use redis_server::Redis;
 pub use services::{Service, System};
+pub use stack::{BASE, Stack, Written};
 pub use token::{Claims, TEST_SECRET, token, token_with};
 
 /// Polls `f` every few milliseconds until it returns `Some`, or fails after `timeout`.
@@ -38,4 +40,28 @@ where
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(std::time::Duration::from_millis(100));
     }
+}
+
+/// Runs futures concurrently on the current task and returns their outputs in order.
+pub async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut pending: Vec<_> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (slot, fut) in out.iter_mut().zip(pending.iter_mut()) {
+            if slot.is_none() {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if waiting {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
 }

@@ -239,8 +239,47 @@ impl System {
 
     /// Starts command-api with extra environment, without waiting for readiness.
     pub async fn command_api_with(&self, extra: &[(&str, &str)]) -> Service {
+        self.service("command-api", extra, true).await
+    }
+
+    /// Starts query-api and waits until it is ready.
+    pub async fn query_api(&self) -> Service {
+        let svc = self.service("query-api", &[], true).await;
+        svc.wait_ready().await;
+        svc
+    }
+
+    /// Starts a projector replica named `consumer` and waits until it is ready.
+    pub async fn projector(&self, consumer: &str, extra: &[(&str, &str)]) -> Service {
+        let mut env = vec![
+            ("PROJECTOR_CONSUMER", consumer),
+            ("PROJECTOR_CLAIM_IDLE_MS", "1000"),
+        ];
+        env.extend_from_slice(extra);
+        let svc = self.service("projector", &env, false).await;
+        svc.wait_ready().await;
+        svc
+    }
+
+    /// Starts any of the three binaries with the common environment plus `extra`.
+    pub async fn service(&self, name: &str, extra: &[(&str, &str)], with_http: bool) -> Service {
         let mut env = self.env();
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Service::spawn("command-api", &[], &env, true).await
+        Service::spawn(name, &[], &env, with_http).await
+    }
+
+    /// Runs a binary's sub-command to completion (e.g. `projector rebuild`).
+    pub async fn run(&self, name: &str, args: &[&str]) -> (ExitStatus, String) {
+        let out = tokio::process::Command::new(binary(name))
+            .args(args)
+            .env_clear()
+            .envs(self.env())
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("{name} {args:?}: {e}"));
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 }

@@ -3,7 +3,6 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::helpers::{App, assert_problem, error_fields};
-use crate::likes::futures_join_all;
 
 #[tokio::test]
 async fn the_same_key_and_body_replays_the_first_response() {
@@ -64,14 +63,16 @@ async fn the_same_key_and_body_replays_the_first_response() {
 async fn concurrent_retries_with_one_key_create_one_post() {
     let app = App::start().await;
     let user = Uuid::new_v4();
-    let reqs = (0..12).map(|_| {
-        app.as_user(app.sys.http.post(app.url("/posts")), user)
-            .header("Idempotency-Key", "retry-storm")
-            .json(&json!({"content": "only once"}))
-            .send()
-    });
+    let reqs: Vec<_> = (0..12)
+        .map(|_| {
+            app.as_user(app.sys.http.post(app.url("/posts")), user)
+                .header("Idempotency-Key", "retry-storm")
+                .json(&json!({"content": "only once"}))
+                .send()
+        })
+        .collect();
     let mut ids = std::collections::HashSet::new();
-    for res in futures_join_all(reqs).await {
+    for res in community_testkit::join_all(reqs).await {
         let res = res.unwrap();
         assert_eq!(res.status(), StatusCode::CREATED);
         let body: serde_json::Value = res.json().await.unwrap();

@@ -85,7 +85,7 @@ async fn a_burst_of_concurrent_likes_counts_exactly() {
         .iter()
         .chain(fans.iter())
         .map(|fan| app.like(*fan, &id, true));
-    let results = futures_join_all(requests).await;
+    let results = community_testkit::join_all(requests.collect()).await;
     assert!(results.iter().all(|r| r.status() == StatusCode::OK));
     assert_eq!(like_count(&app, &id).await, 40);
     let pool = app.sys.pg.pool().await;
@@ -97,33 +97,4 @@ async fn a_burst_of_concurrent_likes_counts_exactly() {
     .await
     .unwrap();
     assert_eq!((likes, events), (40, 40));
-}
-
-/// Runs futures concurrently on this task (no extra dependency for join_all).
-pub async fn futures_join_all<F: std::future::Future>(
-    futs: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for f in futs {
-        set.push(Box::pin(f));
-    }
-    let mut out: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in set.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
 }

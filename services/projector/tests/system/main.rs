@@ -1,0 +1,36 @@
+//! The whole write→stream→view path: real Postgres and Redis, the three real binaries.
+
+mod consistency;
+mod crash;
+mod paging;
+mod poison;
+mod rebuild;
+mod redis_loss;
+mod replicas;
+mod views;
+
+use std::collections::HashSet;
+
+use community_testkit::Stack;
+
+/// Asserts the global feed holds exactly `expected` ids, each once.
+pub async fn assert_feed_exactly(stack: &Stack, expected: &HashSet<String>) {
+    let items = stack.all_items("/feed", 100).await;
+    let ids: Vec<String> = items
+        .iter()
+        .map(|i| i["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let unique: HashSet<String> = ids.iter().cloned().collect();
+    assert_eq!(unique.len(), ids.len(), "duplicates in the feed");
+    assert_eq!(&unique, expected);
+}
+
+/// Waits until the global feed holds `n` items.
+pub async fn until_feed_len(stack: &Stack, n: usize) {
+    community_testkit::eventually(
+        &format!("{n} posts in the feed"),
+        std::time::Duration::from_secs(30),
+        || async { (stack.all_items("/feed", 100).await.len() == n).then_some(()) },
+    )
+    .await
+}

@@ -1,0 +1,95 @@
+//! query-api: the read side of Sparkle Community.
+//!
+//! Serves the global feed, author feeds and post views from the Redis read
+//! model only — this crate links no SQL driver. Reads are public; a valid
+//! bearer token personalises `liked_by_me`. A read-your-writes token makes a
+//! query wait (bounded) until the projector has applied that write.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod cursor;
+pub mod read_model;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use community_shared::admin::{AdminServer, CheckTiming, ReadinessBuilder};
+use community_shared::auth::JwtVerifier;
+use community_shared::shutdown::{Shutdown, ShutdownTrigger};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::read_model::ReadModel;
+use crate::routes::AppState;
+
+pub struct Application {
+    listener: TcpListener,
+    admin: AdminServer,
+    router: axum::Router,
+    shutdown: Shutdown,
+    trigger: ShutdownTrigger,
+    shutdown_delay: std::time::Duration,
+}
+
+impl Application {
+    pub async fn build(
+        config: Config,
+        metrics: PrometheusHandle,
+        trigger: ShutdownTrigger,
+    ) -> Result<Self, String> {
+        let shutdown = trigger.subscribe();
+        let redis = community_shared::redis_conn::connect(&config.redis_url, "REDIS_URL")
+            .map_err(|e| e.to_string())?;
+        let probe = redis.clone();
+        let readiness = ReadinessBuilder::new(CheckTiming::default())
+            .check("redis", move || {
+                let mut r = probe.clone();
+                async move { community_shared::redis_conn::ping(&mut r).await }
+            })
+            .start(shutdown.clone());
+        let state = AppState {
+            read_model: ReadModel::new(redis),
+            verifier: config.auth.as_ref().map(|a| Arc::new(JwtVerifier::new(a))),
+            consistency_wait: config.consistency_wait,
+        };
+        let router =
+            community_shared::http::with_api_layers(routes::router(state), config.request_timeout);
+        let listener = TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|e| format!("cannot bind HTTP_ADDR {}: {e}", config.http_addr))?;
+        let admin = AdminServer::bind(config.admin_addr, readiness, metrics)
+            .await
+            .map_err(|e| format!("cannot bind ADMIN_ADDR {}: {e}", config.admin_addr))?;
+        Ok(Self {
+            listener,
+            admin,
+            router,
+            shutdown,
+            trigger,
+            shutdown_delay: config.shutdown_delay,
+        })
+    }
+
+    pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        tokio::spawn(async move {
+            if let Err(e) = self.admin.serve().await {
+                tracing::error!(error = %e, "admin server failed");
+            }
+        });
+        let drain =
+            community_shared::shutdown::after_delay(self.shutdown.clone(), self.shutdown_delay);
+        let served = community_shared::http::serve(self.listener, self.router, drain).await;
+        self.trigger.trigger();
+        served
+    }
+}
