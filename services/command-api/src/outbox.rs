@@ -21,15 +21,14 @@
 //! * trimming published rows older than the retention, and expired
 //!   idempotency keys, on the leader.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use community_shared::events::{DomainEvent, SCHEMA_VERSION, field};
 use community_shared::keys;
 use community_shared::shutdown::Shutdown;
+use community_shared::telemetry;
 use community_store::DbConfig;
-use opentelemetry::propagation::Injector;
 use redis::aio::ConnectionManager;
 use sqlx::{ConnectOptions, PgConnection, PgPool, Row};
 use tokio::sync::Notify;
@@ -41,21 +40,9 @@ use crate::config::RelayConfig;
 /// Advisory lock key of the relay leader ("SPKLOUTB").
 const LEADER_LOCK_KEY: i64 = 0x5350_4b4c_4f55_5442;
 
-struct MapInjector<'a>(&'a mut HashMap<String, String>);
-
-impl Injector for MapInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        self.0.insert(key.to_string(), value);
-    }
-}
-
 /// Writes `event` to the outbox inside the caller's transaction.
 pub async fn record(conn: &mut PgConnection, event: &DomainEvent) -> Result<(), sqlx::Error> {
-    let mut carrier = HashMap::new();
-    let cx = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| {
-        p.inject_context(&cx, &mut MapInjector(&mut carrier))
-    });
+    let (traceparent, tracestate) = telemetry::trace_context_of(&tracing::Span::current());
     sqlx::query(
         "INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, payload, traceparent, tracestate)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -65,8 +52,8 @@ pub async fn record(conn: &mut PgConnection, event: &DomainEvent) -> Result<(), 
     .bind(SCHEMA_VERSION as i16)
     .bind(event.aggregate_id())
     .bind(sqlx::types::Json(event.payload()))
-    .bind(carrier.remove("traceparent"))
-    .bind(carrier.remove("tracestate").filter(|s| !s.is_empty()))
+    .bind(traceparent)
+    .bind(tracestate)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -241,9 +228,37 @@ impl Relay {
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
 
+        // One PRODUCER span per event, continuing the trace of the request that
+        // wrote it; the span's own context is what travels in the stream entry.
+        let spans: Vec<tracing::Span> = rows
+            .iter()
+            .map(|row| {
+                let span = tracing::info_span!(
+                    "outbox.publish",
+                    otel.name = %format!("send {}", keys::STREAM),
+                    otel.kind = "producer",
+                    messaging.system = "redis",
+                    messaging.destination.name = keys::STREAM,
+                    messaging.operation.type = "send",
+                    messaging.operation.name = "XADD",
+                    messaging.message.id = tracing::field::Empty,
+                    otel.status_code = tracing::field::Empty,
+                    messaging.message.conversation_id = %row.event_id,
+                );
+                let parent =
+                    telemetry::context_from(row.traceparent.as_deref(), row.tracestate.as_deref());
+                let _ = span.set_parent(parent);
+                span
+            })
+            .collect();
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for row in &rows {
+        for (row, span) in rows.iter().zip(&spans) {
+            let (traceparent, tracestate) = match telemetry::trace_context_of(span) {
+                (Some(tp), ts) => (Some(tp), ts),
+                // No valid span context (tracing off): pass the stored context through.
+                (None, _) => (row.traceparent.clone(), row.tracestate.clone()),
+            };
             let mut cmd = redis::cmd("XADD");
             cmd.arg(keys::STREAM)
                 .arg("*")
@@ -259,15 +274,27 @@ impl Relay {
                 .arg(row.occurred_at_us)
                 .arg(field::OUTBOX_ID)
                 .arg(row.id);
-            if let Some(tp) = &row.traceparent {
+            if let Some(tp) = traceparent {
                 cmd.arg(field::TRACEPARENT).arg(tp);
             }
-            if let Some(ts) = &row.tracestate {
+            if let Some(ts) = tracestate {
                 cmd.arg(field::TRACESTATE).arg(ts);
             }
             pipe.add_command(cmd);
         }
-        let stream_ids: Vec<String> = pipe.query_async(&mut self.redis).await?;
+        let stream_ids: Vec<String> = match pipe.query_async(&mut self.redis).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                for span in &spans {
+                    span.record("otel.status_code", "ERROR");
+                }
+                return Err(e.into());
+            }
+        };
+        for (span, id) in spans.iter().zip(&stream_ids) {
+            span.record("messaging.message.id", id.as_str());
+        }
+        drop(spans);
 
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         sqlx::query(

@@ -11,11 +11,13 @@ use axum::{Json, Router};
 use community_shared::auth::{AuthUser, HasVerifier, JwtVerifier};
 use community_shared::consistency::ConsistencyToken;
 use community_shared::http::{JsonBody, PathParam};
+use community_shared::postgres_span;
 use community_shared::problem::{FieldError, Problem};
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::Notify;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::commands::{self, ProfileInput};
@@ -97,9 +99,14 @@ async fn put_profile(
         display_name,
         avatar_url,
     };
-    let mut tx = state.pool.begin().await?;
-    let (profile, token) = commands::put_profile(&mut tx, user.id, input).await?;
-    tx.commit().await?;
+    let (profile, token) = async {
+        let mut tx = state.pool.begin().await?;
+        let out = commands::put_profile(&mut tx, user.id, input).await?;
+        tx.commit().await?;
+        Ok::<_, ApiError>(out)
+    }
+    .instrument(postgres_span!("TRANSACTION put_profile", "users"))
+    .await?;
     state.relay_wake.notify_one();
     Ok(with_token(Json(profile).into_response(), &token.encode()))
 }
@@ -136,6 +143,18 @@ async fn create_post(
         validate::content(body.content.as_deref()).map_err(|e| Problem::validation(vec![e]))?;
     let hash = idempotency::request_hash(&raw);
 
+    create_post_tx(&state, &user, key, content, hash)
+        .instrument(postgres_span!("TRANSACTION create_post", "posts"))
+        .await
+}
+
+async fn create_post_tx(
+    state: &AppState,
+    user: &AuthUser,
+    key: Option<String>,
+    content: String,
+    hash: Vec<u8>,
+) -> ApiResult<Response> {
     // At most two rounds: the second only after losing a race on the same key.
     for round in 0..2 {
         let mut tx = state.pool.begin().await?;
@@ -185,9 +204,14 @@ async fn delete_post(
     user: AuthUser,
     PathParam(post_id): PathParam<Uuid>,
 ) -> ApiResult<Response> {
-    let mut tx = state.pool.begin().await?;
-    let token = commands::delete_post(&mut tx, user.id, post_id).await?;
-    tx.commit().await?;
+    let token = async {
+        let mut tx = state.pool.begin().await?;
+        let token = commands::delete_post(&mut tx, user.id, post_id).await?;
+        tx.commit().await?;
+        Ok::<_, ApiError>(token)
+    }
+    .instrument(postgres_span!("TRANSACTION delete_post", "posts"))
+    .await?;
     state.relay_wake.notify_one();
     Ok(with_token(
         StatusCode::NO_CONTENT.into_response(),
@@ -217,13 +241,23 @@ async fn set_like(
     post_id: Uuid,
     liked: bool,
 ) -> ApiResult<Response> {
-    let mut tx = state.pool.begin().await?;
-    if liked {
-        // A like needs the liker's profile row (foreign key); provision it from the token.
-        commands::ensure_user(&mut tx, user.id, user.preferred_username.as_deref()).await?;
+    let op = if liked {
+        "TRANSACTION like"
+    } else {
+        "TRANSACTION unlike"
+    };
+    let token: ConsistencyToken = async {
+        let mut tx = state.pool.begin().await?;
+        if liked {
+            // A like needs the liker's profile row (foreign key); provision it from the token.
+            commands::ensure_user(&mut tx, user.id, user.preferred_username.as_deref()).await?;
+        }
+        let token = commands::set_like(&mut tx, user.id, post_id, liked).await?;
+        tx.commit().await?;
+        Ok::<_, ApiError>(token)
     }
-    let token: ConsistencyToken = commands::set_like(&mut tx, user.id, post_id, liked).await?;
-    tx.commit().await?;
+    .instrument(postgres_span!(op, "post_likes"))
+    .await?;
     state.relay_wake.notify_one();
     let body = json!({ "post_id": post_id, "liked": liked });
     Ok(with_token(Json(body).into_response(), &token.encode()))

@@ -20,9 +20,13 @@ use std::time::{Duration, Instant};
 use community_shared::events::{DomainEvent, Envelope, field};
 use community_shared::keys;
 use community_shared::shutdown::Shutdown;
+use community_shared::{postgres_span, redis_span, telemetry};
+use opentelemetry::trace::TraceContextExt;
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
 use sqlx::PgPool;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
 use crate::config::ConsumerConfig;
@@ -367,7 +371,8 @@ impl Consumer {
         if good.is_empty() {
             return Ok(());
         }
-        match self.project(&good).await {
+        let span = consumer_span(&self.config.consumer, &good);
+        match self.project(&good).instrument(span).await {
             Ok(()) => {
                 for e in &good {
                     self.failures.remove(&e.id);
@@ -433,7 +438,9 @@ impl Consumer {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let states = model::read_posts(&self.pool, &post_ids, &like_users).await?;
+        let states = model::read_posts(&self.pool, &post_ids, &like_users)
+            .instrument(postgres_span!("SELECT posts", "posts"))
+            .await?;
 
         let mut batch = self.writer.batch();
         let mut likes: BTreeMap<Uuid, Vec<(Uuid, bool, i64)>> = BTreeMap::new();
@@ -456,7 +463,10 @@ impl Consumer {
         for s in &states {
             self.writer.view(&mut batch, s);
         }
-        self.writer.run(&mut self.redis, batch).await?;
+        self.writer
+            .run(&mut self.redis, batch)
+            .instrument(redis_span!("PIPELINE views"))
+            .await?;
 
         for user in profiles {
             self.project_profile(user).await?;
@@ -467,7 +477,9 @@ impl Consumer {
         for e in entries {
             ack.arg(&e.id);
         }
-        ack.query_async::<()>(&mut self.redis).await?;
+        ack.query_async::<()>(&mut self.redis)
+            .instrument(redis_span!("XACK"))
+            .await?;
 
         let now_us = chrono::Utc::now().timestamp_micros();
         for env in entries.iter().filter_map(|e| e.decoded.as_ref().ok()) {
@@ -486,18 +498,56 @@ impl Consumer {
         };
         let mut before = i64::MAX;
         loop {
-            let page = model::read_author_posts(&self.pool, user, before, 1000).await?;
+            let page = model::read_author_posts(&self.pool, user, before, 1000)
+                .instrument(postgres_span!("SELECT posts by author", "posts"))
+                .await?;
             let Some(last) = page.last() else { break };
             before = last.seq;
             let mut batch = self.writer.batch();
             for s in &page {
                 self.writer.view(&mut batch, s);
             }
-            self.writer.run(&mut self.redis, batch).await?;
+            self.writer
+                .run(&mut self.redis, batch)
+                .instrument(redis_span!("PIPELINE author views"))
+                .await?;
         }
         let mut batch = self.writer.batch();
         self.writer.profile_version(&mut batch, user, version);
         self.writer.run(&mut self.redis, batch).await?;
         Ok(())
     }
+}
+
+/// The CONSUMER span of one batch (OpenTelemetry messaging conventions): the
+/// child of the producer span for a single event, linked to every producer
+/// span for a batch.
+fn consumer_span(consumer: &str, entries: &[Entry]) -> tracing::Span {
+    let span = tracing::info_span!(
+        "projector.process",
+        otel.name = %format!("process {}", keys::STREAM),
+        otel.kind = "consumer",
+        messaging.system = "redis",
+        messaging.destination.name = keys::STREAM,
+        messaging.operation.type = "process",
+        messaging.consumer.group.name = keys::CONSUMER_GROUP,
+        messaging.client.id = %consumer,
+        messaging.batch.message_count = entries.len(),
+        messaging.message.id = tracing::field::Empty,
+    );
+    let contexts: Vec<opentelemetry::Context> = entries
+        .iter()
+        .filter_map(|e| e.decoded.as_ref().ok())
+        .map(|env| telemetry::context_from(env.traceparent.as_deref(), env.tracestate.as_deref()))
+        .filter(|cx| cx.span().span_context().is_valid())
+        .collect();
+    if let ([entry], [cx]) = (entries, contexts.as_slice()) {
+        span.record("messaging.message.id", entry.id.as_str());
+        let _ = span.set_parent(cx.clone());
+    } else {
+        for cx in &contexts {
+            span.add_link(cx.span().span_context().clone());
+        }
+    }
+    span
 }

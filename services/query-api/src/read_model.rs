@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 
 use community_shared::consistency::ConsistencyToken;
 use community_shared::keys;
+use community_shared::redis_span;
 use community_shared::views::{decode_stored, write_personalised};
 use redis::aio::ConnectionManager;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::cursor;
@@ -62,6 +64,7 @@ impl ReadModel {
             .arg(limit + 1)
             .arg("WITHSCORES")
             .query_async(&mut conn)
+            .instrument(redis_span!("ZRANGE"))
             .await?;
         let has_more = ids.len() > limit;
         let ids = &ids[..ids.len().min(limit)];
@@ -78,10 +81,16 @@ impl ReadModel {
                     .arg(keys::user_likes(user))
                     .arg(ids.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>());
             }
-            let (views, likes): (Vec<Option<String>>, Vec<Option<String>>) = if reader.is_some() {
-                pipe.query_async(&mut conn).await?
+            let span = redis_span!(if reader.is_some() {
+                "PIPELINE MGET HMGET"
             } else {
-                let (v,): (Vec<Option<String>>,) = pipe.query_async(&mut conn).await?;
+                "MGET"
+            });
+            let (views, likes): (Vec<Option<String>>, Vec<Option<String>>) = if reader.is_some() {
+                pipe.query_async(&mut conn).instrument(span).await?
+            } else {
+                let (v,): (Vec<Option<String>>,) =
+                    pipe.query_async(&mut conn).instrument(span).await?;
                 (v, Vec::new())
             };
             for (i, raw) in views.iter().enumerate() {
@@ -129,10 +138,15 @@ impl ReadModel {
         if let Some(user) = reader {
             pipe.cmd("HGET").arg(keys::user_likes(user)).arg(&id);
         }
-        let (raw, like): (Option<String>, Option<String>) = if reader.is_some() {
-            pipe.query_async(&mut conn).await?
+        let span = redis_span!(if reader.is_some() {
+            "PIPELINE GET HGET"
         } else {
-            let (raw,): (Option<String>,) = pipe.query_async(&mut conn).await?;
+            "GET"
+        });
+        let (raw, like): (Option<String>, Option<String>) = if reader.is_some() {
+            pipe.query_async(&mut conn).instrument(span).await?
+        } else {
+            let (raw,): (Option<String>,) = pipe.query_async(&mut conn).instrument(span).await?;
             (raw, None)
         };
         let Some((_, json)) = raw.as_deref().and_then(decode_stored) else {

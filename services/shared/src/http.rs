@@ -161,6 +161,14 @@ async fn observe(req: Request, next: Next) -> Response {
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
     }
+    // The access log: debug level, off the hot path unless asked for (RUST_LOG).
+    span.in_scope(|| {
+        tracing::debug!(
+            status = status.as_u16(),
+            duration_ms = elapsed * 1000.0,
+            "request completed"
+        )
+    });
     let labels = [
         ("method", method),
         ("route", route),

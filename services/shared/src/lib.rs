@@ -19,6 +19,7 @@ pub mod consistency;
 pub mod events;
 pub mod http;
 pub mod keys;
+pub mod logs;
 pub mod problem;
 pub mod redis_conn;
 pub mod shutdown;

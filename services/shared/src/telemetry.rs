@@ -15,6 +15,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{ConfigError, Env};
+use crate::logs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -79,81 +80,145 @@ impl TelemetryConfig {
 
 /// Keeps the trace pipeline alive; call [`Telemetry::shutdown`] before exit to flush spans.
 pub struct Telemetry {
-    provider: Option<SdkTracerProvider>,
+    provider: SdkTracerProvider,
 }
 
 impl Telemetry {
-    /// Installs the global subscriber, propagator and (if configured) the OTLP exporter.
-    /// Must run inside the Tokio runtime (the gRPC exporter needs it).
+    /// Installs the global subscriber, propagator and tracer provider.
+    ///
+    /// Spans always get OpenTelemetry ids (so logs carry `trace_id` and the
+    /// trace context travels through the outbox and the stream); they are
+    /// exported only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Must run inside
+    /// the Tokio runtime (the gRPC exporter needs it).
     pub fn init(config: &TelemetryConfig) -> Result<Self, String> {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
-        let provider = match &config.otlp_endpoint {
-            None => None,
-            Some(_) => {
-                // The exporter reads OTEL_EXPORTER_OTLP_ENDPOINT (and _TRACES_ENDPOINT,
-                // _HEADERS, _TIMEOUT) itself, appending /v1/traces for HTTP as the spec says.
-                let exporter = match config.otlp_protocol {
-                    OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-                        .with_tonic()
-                        .with_protocol(opentelemetry_otlp::Protocol::Grpc)
-                        .build(),
-                    OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-                        .with_http()
-                        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                        .build(),
-                }
-                .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
-                // Resource from OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES, with our
-                // binary name as the fallback service name.
-                let mut resource = opentelemetry_sdk::Resource::builder();
-                if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
-                    resource = resource.with_service_name(config.service_name.clone());
-                }
-                Some(
-                    SdkTracerProvider::builder()
-                        .with_batch_exporter(exporter)
-                        .with_resource(resource.build())
-                        .build(),
-                )
+        // Resource from OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES, with our
+        // binary name as the fallback service name.
+        let mut resource = opentelemetry_sdk::Resource::builder();
+        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+            resource = resource.with_service_name(config.service_name.clone());
+        }
+        // The sampler comes from OTEL_TRACES_SAMPLER[_ARG] (parentbased_always_on by default).
+        let mut builder = SdkTracerProvider::builder().with_resource(resource.build());
+        if config.otlp_endpoint.is_some() {
+            // The exporter reads OTEL_EXPORTER_OTLP_ENDPOINT (and _TRACES_ENDPOINT,
+            // _HEADERS, _TIMEOUT) itself, appending /v1/traces for HTTP as the spec says.
+            let exporter = match config.otlp_protocol {
+                OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_protocol(opentelemetry_otlp::Protocol::Grpc)
+                    .build(),
+                OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .build(),
             }
-        };
+            .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
+            builder = builder.with_batch_exporter(exporter);
+        }
+        let provider = builder.build();
 
         let filter = EnvFilter::try_new(&config.log_filter).map_err(|e| e.to_string())?;
-        let otel_layer = provider.as_ref().map(|p| {
-            tracing_opentelemetry::layer().with_tracer(p.tracer(config.service_name.clone()))
-        });
+        let otel_layer = tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(config.service_name.clone()));
         let (json, text) = match config.log_format {
             LogFormat::Json => (
-                Some(
-                    tracing_subscriber::fmt::layer()
-                        .json()
-                        .flatten_event(true)
-                        .with_current_span(true)
-                        .with_span_list(false),
-                ),
+                Some(tracing_subscriber::fmt::layer().event_format(logs::JsonLines)),
                 None,
             ),
             LogFormat::Text => (None, Some(tracing_subscriber::fmt::layer())),
         };
         tracing_subscriber::registry()
             .with(filter)
+            .with(otel_layer)
+            .with(logs::TraceIdLayer::default())
             .with(json)
             .with(text)
-            .with(otel_layer)
             .try_init()
             .map_err(|e| e.to_string())?;
-
-        if let Some(p) = &provider {
-            opentelemetry::global::set_tracer_provider(p.clone());
-        }
+        opentelemetry::global::set_tracer_provider(provider.clone());
         Ok(Self { provider })
     }
 
     /// Flushes and stops the exporter (spans of the last requests included).
     pub fn shutdown(self) {
-        if let Some(Err(e)) = self.provider.map(|p| p.shutdown()) {
+        if let Err(e) = self.provider.shutdown() {
             eprintln!("trace exporter shutdown: {e}");
         }
     }
+}
+
+/// The W3C trace context (`traceparent`, `tracestate`) of a span, for carrying
+/// it through the outbox and the stream. `None` when the span has no valid context.
+pub fn trace_context_of(span: &tracing::Span) -> (Option<String>, Option<String>) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let mut carrier = std::collections::HashMap::new();
+    let cx = span.context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut MapCarrier(&mut carrier))
+    });
+    (
+        carrier.remove("traceparent"),
+        carrier.remove("tracestate").filter(|s| !s.is_empty()),
+    )
+}
+
+/// The OpenTelemetry context described by a stored `traceparent`/`tracestate`.
+pub fn context_from(traceparent: Option<&str>, tracestate: Option<&str>) -> opentelemetry::Context {
+    let mut carrier = std::collections::HashMap::new();
+    if let Some(tp) = traceparent {
+        carrier.insert("traceparent".to_string(), tp.to_string());
+    }
+    if let Some(ts) = tracestate {
+        carrier.insert("tracestate".to_string(), ts.to_string());
+    }
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&MapCarrier(&mut carrier)))
+}
+
+struct MapCarrier<'a>(&'a mut std::collections::HashMap<String, String>);
+
+impl opentelemetry::propagation::Injector for MapCarrier<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_string(), value);
+    }
+}
+
+impl opentelemetry::propagation::Extractor for MapCarrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}
+
+/// A CLIENT span for one Redis command or pipeline (OpenTelemetry database conventions).
+#[macro_export]
+macro_rules! redis_span {
+    ($op:expr) => {
+        tracing::info_span!(
+            "redis",
+            otel.name = %$op,
+            otel.kind = "client",
+            db.system.name = "redis",
+            db.operation.name = %$op,
+        )
+    };
+}
+
+/// A CLIENT span for Postgres work: `$op` like "SELECT posts" or "TRANSACTION create_post".
+#[macro_export]
+macro_rules! postgres_span {
+    ($op:expr, $collection:expr) => {
+        tracing::info_span!(
+            "postgres",
+            otel.name = %$op,
+            otel.kind = "client",
+            db.system.name = "postgresql",
+            db.operation.name = %$op,
+            db.collection.name = %$collection,
+        )
+    };
 }

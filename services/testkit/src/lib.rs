@@ -8,6 +8,7 @@
 //! the one the Helm chart gives them.
 #![forbid(unsafe_code)]
 
+pub mod otlp;
 mod pg;
 mod process;
 mod redis_server;

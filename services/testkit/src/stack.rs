@@ -28,9 +28,23 @@ pub struct Written {
 impl Stack {
     /// Everything, with one projector replica named `p1`.
     pub async fn start() -> Self {
+        Self::start_with(|_| Vec::new()).await
+    }
+
+    /// Everything, with extra environment per service (`env(service name)`).
+    pub async fn start_with(env: impl Fn(&str) -> Vec<(String, String)>) -> Self {
         let sys = System::start().await;
-        let command = sys.command_api().await;
-        let (query, projector) = tokio::join!(sys.query_api(), sys.projector("p1", &[]));
+        let (status, err) = sys.migrate().await;
+        assert!(status.success(), "migrate failed: {err}");
+        let (c, q, p) = (env("command-api"), env("query-api"), env("projector"));
+        let c: Vec<(&str, &str)> = c.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let p: Vec<(&str, &str)> = p.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let command = sys.service("command-api", &c, true).await;
+        command.wait_ready().await;
+        let query = sys.service("query-api", &q, true).await;
+        let projector = sys.projector("p1", &p).await;
+        query.wait_ready().await;
         Self {
             sys,
             command,

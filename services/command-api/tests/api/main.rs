@@ -6,6 +6,7 @@ mod auth;
 mod config;
 mod idempotency;
 mod likes;
+mod logs;
 mod migrate;
 mod outbox;
 mod posts;

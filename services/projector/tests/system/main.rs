@@ -7,6 +7,7 @@ mod poison;
 mod rebuild;
 mod redis_loss;
 mod replicas;
+mod tracing;
 mod views;
 
 use std::collections::HashSet;
