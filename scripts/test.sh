@@ -5,6 +5,7 @@
 #   3. every Rust test: unit tests and the system tests, which start real
 #      Postgres and Redis servers and the real binaries (services/testkit)
 #   4. the offline Kubernetes checks                     scripts/check-k8s.sh
+# The long runs (a 5-minute soak, longer fuzzing) are scripts/long-tests.sh.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -13,6 +14,9 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
 bash scripts/install-deps.sh
+
+step "pinned tools (helm, kubernetes-validate, checkov, schemathesis) into .tools/"
+bash scripts/install-tools.sh
 
 step "format"
 cargo fmt --all -- --check

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use community_shared::auth::AuthConfig;
 use community_shared::config::{ConfigError, Env};
+use community_shared::http::ServerLimits;
 use community_shared::telemetry::TelemetryConfig;
 use community_store::DbConfig;
 
@@ -27,6 +28,7 @@ ENVIRONMENT:
   DATABASE_MAX_CONNECTIONS       pool size [default: 10]
   DATABASE_ACQUIRE_TIMEOUT_MS    wait for a pooled connection before answering 503 [default: 3000]
   REQUEST_TIMEOUT_MS             per-request deadline, then 503 [default: 10000]
+  HTTP_HEADER_READ_TIMEOUT_MS    a client must send its request head within this [default: 10000]
   OUTBOX_BATCH_SIZE              events per relay batch [default: 500]
   OUTBOX_POLL_INTERVAL_MS        relay polling fallback [default: 200]
   OUTBOX_RETENTION_SECS          keep published outbox rows this long [default: 3600]
@@ -52,7 +54,7 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub relay: RelayConfig,
     pub request_timeout: Duration,
-    pub shutdown_delay: Duration,
+    pub server: ServerLimits,
 }
 
 impl Config {
@@ -78,7 +80,7 @@ impl Config {
                 )?),
             },
             request_timeout: env.duration_ms_or("REQUEST_TIMEOUT_MS", 10_000, 100..=300_000)?,
-            shutdown_delay: env.duration_ms_or("SHUTDOWN_DELAY_MS", 0, 0..=120_000)?,
+            server: ServerLimits::from_env(env)?,
         })
     }
 }

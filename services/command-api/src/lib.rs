@@ -39,7 +39,7 @@ pub struct Application {
     backlog: tokio::task::JoinHandle<()>,
     shutdown: Shutdown,
     trigger: ShutdownTrigger,
-    shutdown_delay: std::time::Duration,
+    limits: community_shared::http::ServerLimits,
 }
 
 impl Application {
@@ -97,7 +97,7 @@ impl Application {
             backlog,
             shutdown,
             trigger,
-            shutdown_delay: config.shutdown_delay,
+            limits: config.server.clone(),
         })
     }
 
@@ -117,11 +117,13 @@ impl Application {
             }
         });
         let relay = tokio::spawn(self.relay.run());
-        // Readiness is already 503 once shutdown begins; keep serving a little
-        // longer so load balancers stop routing here before we stop accepting.
-        let drain_signal =
-            community_shared::shutdown::after_delay(self.shutdown.clone(), self.shutdown_delay);
-        let served = community_shared::http::serve(self.listener, self.router, drain_signal).await;
+        let served = community_shared::http::serve(
+            self.listener,
+            self.router,
+            self.shutdown.clone(),
+            self.limits,
+        )
+        .await;
         // Make sure the background tasks stop even if the server ended on its own.
         self.trigger.trigger();
         let _ = relay.await;

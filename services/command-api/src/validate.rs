@@ -170,3 +170,23 @@ mod tests {
         assert!(idempotency_key("has space").is_err());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn validation_never_panics_and_accepted_content_is_normalised(s in any::<String>()) {
+            let _ = super::username(Some(&s));
+            let _ = super::display_name(Some(&s));
+            let _ = super::avatar_url(Some(&s));
+            let _ = super::idempotency_key(&s);
+            let _ = super::preferred_username(Some(&s));
+            if let Ok(c) = super::content(Some(&s)) {
+                prop_assert_eq!(c.trim(), c.as_str());
+                prop_assert!((1..=super::CONTENT_MAX).contains(&c.chars().count()));
+            }
+        }
+    }
+}

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use community_shared::auth::AuthConfig;
 use community_shared::config::{ConfigError, Env};
+use community_shared::http::ServerLimits;
 use community_shared::telemetry::TelemetryConfig;
 
 pub const HELP: &str = concat!(
@@ -23,6 +24,7 @@ ENVIRONMENT:
   AUTH_JWT_AUDIENCE              expected `aud` claim [default: not checked]
   CONSISTENCY_WAIT_MS            longest wait for a read-your-writes token [default: 2000]
   REQUEST_TIMEOUT_MS             per-request deadline, then 503 [default: 10000]
+  HTTP_HEADER_READ_TIMEOUT_MS    a client must send its request head within this [default: 10000]
 "
 );
 
@@ -35,7 +37,7 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub consistency_wait: Duration,
     pub request_timeout: Duration,
-    pub shutdown_delay: Duration,
+    pub server: ServerLimits,
 }
 
 impl Config {
@@ -48,7 +50,7 @@ impl Config {
             telemetry: TelemetryConfig::from_env(env, "query-api")?,
             consistency_wait: env.duration_ms_or("CONSISTENCY_WAIT_MS", 2000, 0..=30_000)?,
             request_timeout: env.duration_ms_or("REQUEST_TIMEOUT_MS", 10_000, 100..=300_000)?,
-            shutdown_delay: env.duration_ms_or("SHUTDOWN_DELAY_MS", 0, 0..=120_000)?,
+            server: ServerLimits::from_env(env)?,
         })
     }
 }

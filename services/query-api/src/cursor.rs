@@ -45,3 +45,16 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn cursors_never_panic_and_round_trip(raw in any::<String>(), score in 0i64..i64::MAX) {
+            let _ = super::decode(&raw);
+            prop_assert_eq!(super::decode(&super::encode(score)), Some(score));
+        }
+    }
+}

@@ -30,7 +30,7 @@ pub struct Application {
     router: axum::Router,
     shutdown: Shutdown,
     trigger: ShutdownTrigger,
-    shutdown_delay: std::time::Duration,
+    limits: community_shared::http::ServerLimits,
 }
 
 impl Application {
@@ -68,7 +68,7 @@ impl Application {
             router,
             shutdown,
             trigger,
-            shutdown_delay: config.shutdown_delay,
+            limits: config.server.clone(),
         })
     }
 
@@ -86,9 +86,13 @@ impl Application {
                 tracing::error!(error = %e, "admin server failed");
             }
         });
-        let drain =
-            community_shared::shutdown::after_delay(self.shutdown.clone(), self.shutdown_delay);
-        let served = community_shared::http::serve(self.listener, self.router, drain).await;
+        let served = community_shared::http::serve(
+            self.listener,
+            self.router,
+            self.shutdown.clone(),
+            self.limits,
+        )
+        .await;
         self.trigger.trigger();
         served
     }

@@ -28,6 +28,9 @@ use crate::shutdown::Shutdown;
 /// Largest accepted request body (CONTRACT §4: 413 above it).
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 
+/// Largest accepted request head (431 above it); a JWT is ~1 KiB.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
 /// A JSON object body whose every rejection is a problem.
 ///
 /// The body must be a JSON object (serde would otherwise accept an array for
@@ -210,13 +213,91 @@ pub fn with_api_layers(router: Router, request_timeout: Duration) -> Router {
         .layer(middleware::from_fn(observe))
 }
 
-/// Serves `router` until `shutdown`, then stops accepting and drains in-flight requests.
+/// Connection-level limits of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// A client must send its whole request head within this time (slowloris).
+    pub header_read_timeout: Duration,
+    /// After shutdown begins, keep serving (while unready) this long.
+    pub shutdown_delay: Duration,
+}
+
+impl ServerLimits {
+    /// `SHUTDOWN_DELAY_MS` (default 0) and `HTTP_HEADER_READ_TIMEOUT_MS` (default 10 s).
+    pub fn from_env(env: &crate::config::Env<'_>) -> Result<Self, crate::config::ConfigError> {
+        Ok(Self {
+            header_read_timeout: env.duration_ms_or(
+                "HTTP_HEADER_READ_TIMEOUT_MS",
+                10_000,
+                100..=300_000,
+            )?,
+            shutdown_delay: env.duration_ms_or("SHUTDOWN_DELAY_MS", 0, 0..=120_000)?,
+        })
+    }
+}
+
+/// Serves `router` until `shutdown`, then drains.
+///
+/// On shutdown: readiness is already 503; for `shutdown_delay` the server keeps
+/// serving but answers with `Connection: close`, so clients stop reusing their
+/// connections before we stop accepting; then in-flight requests finish and
+/// the remaining idle connections are closed. Each connection must send its
+/// request head within `header_read_timeout`, and request heads are capped
+/// (32 KiB, 100 headers), so slow or oversized clients are cut off.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: Shutdown,
+    limits: ServerLimits,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+
+    let draining = shutdown.clone();
+    let router = router.layer(middleware::from_fn(move |req: Request, next: Next| {
+        let draining = draining.clone();
+        async move {
+            let mut res = next.run(req).await;
+            if draining.is_triggered() {
+                res.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            res
+        }
+    }));
+    let stop_accepting = crate::shutdown::after_delay(shutdown, limits.shutdown_delay);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop_accepting.wait() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_header_size(MAX_HEADER_BYTES)
+            .max_headers(100);
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }

@@ -25,3 +25,6 @@ pub mod redis_conn;
 pub mod shutdown;
 pub mod telemetry;
 pub mod views;
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -8,6 +8,8 @@
 //! the one the Helm chart gives them.
 #![forbid(unsafe_code)]
 
+pub mod compare;
+pub mod load;
 pub mod otlp;
 mod pg;
 mod process;

@@ -53,6 +53,31 @@ impl Stack {
         }
     }
 
+    /// Where a load should go (base URLs, without the API prefix).
+    pub fn targets(&self) -> crate::load::Targets {
+        crate::load::Targets {
+            command: self.command.http_url(""),
+            query: self.query.http_url(""),
+        }
+    }
+
+    /// Waits until the read model matches Postgres (the projector has caught up).
+    pub async fn converged(&self) {
+        let pool = self.sys.pg.pool().await;
+        let url = self.sys.redis.url();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let Err(diff) = crate::compare::read_model_matches(&pool, &url, 10_000, 1_000).await
+            else {
+                return;
+            };
+            if tokio::time::Instant::now() >= deadline {
+                panic!("the read model never matched Postgres: {diff}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub fn cmd_url(&self, path: &str) -> String {
         self.command.http_url(&format!("{BASE}{path}"))
     }
