@@ -1,0 +1,517 @@
+//! `sparkle-bench`: measures the system side by side with the ceilings of the
+//! same machine, in the same run (these machines are noisy, so only ratios
+//! within one run mean anything). See docs/benchmarks.md.
+//!
+//!   cargo build --release --workspace --bins && target/release/sparkle-bench
+//!   target/debug/sparkle-bench --smoke     (CI: a tiny run that keeps it working)
+#![forbid(unsafe_code)]
+
+mod paced;
+mod tools;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use community_testkit::{Service, System, token};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+struct Settings {
+    posts: i64,
+    authors: i64,
+    secs: u64,
+    connections: u32,
+    redis_requests: u64,
+    out: PathBuf,
+}
+
+impl Settings {
+    fn from_env(smoke: bool) -> Self {
+        let num = |k: &str, d: u64| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
+        Self {
+            posts: num("BENCH_POSTS", if smoke { 2_000 } else { 100_000 }) as i64,
+            authors: num("BENCH_AUTHORS", if smoke { 200 } else { 10_000 }) as i64,
+            secs: num("BENCH_SECS", if smoke { 1 } else { 10 }),
+            connections: num("BENCH_CONNECTIONS", 50) as u32,
+            redis_requests: num("BENCH_REDIS_REQUESTS", if smoke { 5_000 } else { 300_000 }),
+            out: std::env::var_os("BENCH_OUT")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("target/bench/report.json")),
+        }
+    }
+}
+
+fn pg_bin() -> PathBuf {
+    let mut v: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.retain(|p| p.join("pgbench").exists());
+    v.sort();
+    v.pop()
+        .unwrap_or_else(|| panic!("pgbench not found: run scripts/install-deps.sh"))
+}
+
+/// A realistic data set straight into Postgres: authors with profiles, posts of
+/// ~200 characters (≈400-byte views), ~3 likes per post.
+async fn seed(pool: &sqlx::PgPool, s: &Settings) {
+    let stmts = [
+        format!(
+            "INSERT INTO users (id, username, display_name, avatar_url)
+             SELECT gen_random_uuid(), 'user_' || g, 'User number ' || g, 'https://cdn.example/avatars/' || g || '.png'
+               FROM generate_series(1, {}) g",
+            s.authors
+        ),
+        "CREATE TABLE bench_authors AS SELECT row_number() OVER (ORDER BY id) AS n, id FROM users".into(),
+        "CREATE UNIQUE INDEX ON bench_authors (n)".into(),
+        format!(
+            "INSERT INTO posts (id, author_id, content, created_at)
+             SELECT gen_random_uuid(), a.id,
+                    'Post ' || g || ': ' || repeat('lorem ipsum dolor sit amet ', 7),
+                    now() - make_interval(secs => {} - g)
+               FROM generate_series(1, {}) g JOIN bench_authors a ON a.n = 1 + (g % {})",
+            s.posts, s.posts, s.authors
+        ),
+        format!(
+            "INSERT INTO post_likes (post_id, user_id)
+             SELECT p.id, a.id FROM (SELECT id, seq FROM posts) p
+               CROSS JOIN generate_series(1, 3) k
+               JOIN bench_authors a ON a.n = 1 + ((p.seq * 7 + k * 13) % {})
+             ON CONFLICT DO NOTHING",
+            s.authors
+        ),
+        "UPDATE posts p SET like_count = c.n FROM (SELECT post_id, count(*) AS n FROM post_likes GROUP BY post_id) c WHERE c.post_id = p.id".into(),
+        "ANALYZE".into(),
+    ];
+    for sql in stmts {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(pool)
+            .await
+            .unwrap_or_else(|e| panic!("seed: {e}"));
+    }
+}
+
+fn quantile_from_buckets(buckets: &[(f64, f64)], q: f64) -> f64 {
+    // Cumulative (le, count) pairs; linear interpolation inside the bucket.
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    if total <= 0.0 {
+        return 0.0;
+    }
+    let target = q * total;
+    let mut prev = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if count >= target {
+            if !le.is_finite() {
+                return prev.0;
+            }
+            let span = count - prev.1;
+            let frac = if span > 0.0 {
+                (target - prev.1) / span
+            } else {
+                0.0
+            };
+            return prev.0 + (le - prev.0) * frac;
+        }
+        prev = (le, count);
+    }
+    prev.0
+}
+
+/// The projector's post_created delay histogram, as cumulative (le seconds, count).
+async fn delay_buckets(http: &reqwest::Client, projector: &Service) -> Vec<(f64, f64)> {
+    let text = http
+        .get(projector.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut v: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("projector_projection_delay_seconds_bucket{")
+                && l.contains("type=\"post_created\"")
+        })
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v
+}
+
+fn write_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sparkle-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
+    p
+}
+
+fn main() {
+    let smoke = std::env::args().any(|a| a == "--smoke");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(run(Settings::from_env(smoke), smoke));
+}
+
+async fn run(s: Settings, smoke: bool) {
+    let mut report: BTreeMap<&str, Value> = BTreeMap::new();
+    let sys = System::start().await;
+    let (ok, err) = sys.migrate().await;
+    assert!(ok.success(), "{err}");
+    let pool = sys.pg.pool().await;
+    let http = reqwest::Client::new();
+    let t = Instant::now();
+    seed(&pool, &s).await;
+    eprintln!(
+        "seeded {} posts by {} authors in {:.1}s",
+        s.posts,
+        s.authors,
+        t.elapsed().as_secs_f64()
+    );
+
+    // Redis before the read model exists, for bytes per post.
+    let mut rconn = sys.redis.conn().await;
+    let used = |info: String| -> f64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:")?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let before: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut rconn)
+        .await
+        .unwrap();
+
+    // Rebuild rate.
+    let t = Instant::now();
+    let (ok, err) = sys.run("projector", &["rebuild"]).await;
+    assert!(ok.success(), "rebuild: {err}");
+    let rebuild_rate = s.posts as f64 / t.elapsed().as_secs_f64();
+    let after: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut rconn)
+        .await
+        .unwrap();
+    report.insert("rebuild_posts_per_s", json!(rebuild_rate));
+    report.insert(
+        "redis_bytes_per_post",
+        json!((used(after) - used(before)) / s.posts as f64),
+    );
+
+    // Ceilings, measured before the services run (so nothing else loads the servers).
+    let feed_ids: Vec<String> = redis::cmd("ZRANGE")
+        .arg("sparkle:feed:global")
+        .arg(0)
+        .arg(19)
+        .arg("REV")
+        .query_async(&mut rconn)
+        .await
+        .unwrap();
+    let zrange = ["ZREVRANGE", "sparkle:feed:global", "0", "19"].map(String::from);
+    let zr = tools::redis_benchmark(sys.redis.port(), s.connections, s.redis_requests, &zrange);
+    let mut mget = vec!["MGET".to_string()];
+    mget.extend(feed_ids.iter().map(|id| format!("sparkle:post:{{{id}}}")));
+    let mg = tools::redis_benchmark(sys.redis.port(), s.connections, s.redis_requests, &mget);
+    let redis_pages = if zr > 0.0 && mg > 0.0 {
+        1.0 / (1.0 / zr + 1.0 / mg)
+    } else {
+        0.0
+    };
+    report.insert("redis_zrevrange_per_s", json!(zr));
+    report.insert("redis_mget20_per_s", json!(mg));
+    report.insert("redis_ceiling_pages_per_s", json!(redis_pages));
+
+    let feed_sql = write_file(
+        "feed.sql",
+        "SELECT p.id, p.content, p.created_at, p.like_count, u.id, u.username, u.display_name, u.avatar_url
+           FROM posts p JOIN users u ON u.id = p.author_id
+          WHERE p.deleted_at IS NULL ORDER BY p.seq DESC LIMIT 20;\n",
+    );
+    let sql_feed = tools::pgbench(&pg_bin(), sys.pg.port(), s.connections, s.secs, &feed_sql);
+    report.insert("sql_feed_pages_per_s", json!(sql_feed));
+    let write_sql = write_file(
+        "write.sql",
+        &format!(
+            "\\set a random(1, {})
+BEGIN;
+INSERT INTO posts (id, author_id, content) SELECT gen_random_uuid(), id, 'pgbench post' FROM bench_authors WHERE n = :a RETURNING id AS post_id, author_id \\gset
+INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, payload) VALUES (gen_random_uuid(), 'post_created', 1, :post_id::uuid, jsonb_build_object('post_id', :post_id::text, 'author_id', :author_id::text));
+COMMIT;\n",
+            s.authors
+        ),
+    );
+    let sql_writes = tools::pgbench(&pg_bin(), sys.pg.port(), s.connections, s.secs, &write_sql);
+    report.insert("sql_write_tx_per_s", json!(sql_writes));
+    // Take the baseline's rows out again; the system must not publish them.
+    sqlx::query("DELETE FROM outbox WHERE published_at IS NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM posts WHERE content = 'pgbench post'")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // The system.
+    let command = sys.command_api_with(&[]).await;
+    command.wait_ready().await;
+    let query = sys.query_api().await;
+    let projector = sys.projector("bench", &[]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pids = [
+        ("command-api", command.pid()),
+        ("query-api", query.pid()),
+        ("projector", projector.pid()),
+    ];
+    for (name, pid) in pids {
+        report.insert(
+            match name {
+                "command-api" => "rss_rest_command_api_mib",
+                "query-api" => "rss_rest_query_api_mib",
+                _ => "rss_rest_projector_mib",
+            },
+            json!(tools::rss_mib(pid.unwrap_or(0))),
+        );
+    }
+
+    // Reads: the feed page and a post view under wrk.
+    let feed_url = query.http_url("/api/v1/community/feed?limit=20");
+    let peak = std::sync::Arc::new(std::sync::Mutex::new([0.0f64; 3]));
+    let sampler = {
+        let peak = peak.clone();
+        let pids: Vec<u32> = pids.iter().map(|(_, p)| p.unwrap_or(0)).collect();
+        tokio::spawn(async move {
+            loop {
+                {
+                    let mut pk = peak.lock().unwrap();
+                    for (i, pid) in pids.iter().enumerate() {
+                        pk[i] = pk[i].max(tools::rss_mib(*pid));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+    let feed = tokio::task::block_in_place(|| tools::wrk(&feed_url, s.connections, s.secs, None));
+    report.insert("feed_pages_per_s", json!(feed.rps));
+    report.insert("feed_p50_ms", json!(feed.p50_ms));
+    report.insert("feed_p99_ms", json!(feed.p99_ms));
+    report.insert("feed_errors", json!(feed.errors));
+
+    let sample: Vec<String> =
+        sqlx::query_scalar("SELECT id::text FROM posts ORDER BY random() LIMIT 1000")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let post_lua = write_file(
+        "post.lua",
+        &format!(
+            "ids = {{{}}}\nrequest = function()\n  return wrk.format(\"GET\", \"/api/v1/community/feed/posts/\" .. ids[math.random(#ids)])\nend\n",
+            sample
+                .iter()
+                .map(|i| format!("\"{i}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    );
+    let post = tokio::task::block_in_place(|| {
+        tools::wrk(&query.http_url(""), s.connections, s.secs, Some(&post_lua))
+    });
+    report.insert("post_views_per_s", json!(post.rps));
+    report.insert("post_view_p99_ms", json!(post.p99_ms));
+    report.insert("post_view_errors", json!(post.errors));
+
+    // p99 at half of the max rate, with a paced client (no coordinated omission).
+    let half = (feed.rps / 2.0).max(10.0);
+    let paced = paced::run(feed_url.clone(), half, Duration::from_secs(s.secs), None).await;
+    report.insert("feed_half_rate_per_s", json!(half));
+    report.insert("feed_half_rate_p50_ms", json!(paced.p50_ms));
+    report.insert("feed_half_rate_p99_ms", json!(paced.p99_ms));
+    report.insert("feed_half_rate_errors", json!(paced.errors));
+
+    // Writes: POST /posts with distinct tokens and bodies.
+    let authors: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM users ORDER BY random() LIMIT 500")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let tokens: Vec<String> = authors.iter().map(|u| token(*u)).collect();
+    let write_lua = write_file(
+        "write.lua",
+        &format!(
+            "tokens = {{{}}}\ncounter = 0\nrequest = function()\n  counter = counter + 1\n  local body = '{{\"content\":\"bench post ' .. counter .. ' ' .. math.random(1000000000) .. '\"}}'\n  return wrk.format(\"POST\", \"/api/v1/community/posts\", {{[\"Authorization\"] = \"Bearer \" .. tokens[math.random(#tokens)], [\"Content-Type\"] = \"application/json\"}}, body)\nend\n",
+            tokens
+                .iter()
+                .map(|t| format!("\"{t}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    );
+    let writes = tokio::task::block_in_place(|| {
+        tools::wrk(
+            &command.http_url(""),
+            s.connections,
+            s.secs,
+            Some(&write_lua),
+        )
+    });
+    report.insert("writes_per_s", json!(writes.rps));
+    report.insert("write_p99_ms", json!(writes.p99_ms));
+    report.insert("write_errors", json!(writes.errors));
+    sampler.abort();
+    let pk = *peak.lock().unwrap();
+    report.insert("rss_load_command_api_mib", json!(pk[0]));
+    report.insert("rss_load_query_api_mib", json!(pk[1]));
+    report.insert("rss_load_projector_mib", json!(pk[2]));
+
+    // Projection lag at half of the max write rate (commit → view written).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let b0 = delay_buckets(&http, &projector).await;
+    let write_half = (writes.rps / 2.0).max(5.0);
+    let lag_load = paced::run(
+        command.http_url("/api/v1/community/posts"),
+        write_half,
+        Duration::from_secs(s.secs),
+        Some(tokens.clone()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let b1 = delay_buckets(&http, &projector).await;
+    let delta: Vec<(f64, f64)> = b1
+        .iter()
+        .map(|(le, c)| {
+            (
+                *le,
+                c - b0.iter().find(|(l, _)| l == le).map_or(0.0, |x| x.1),
+            )
+        })
+        .collect();
+    report.insert("lag_write_rate_per_s", json!(write_half));
+    report.insert(
+        "lag_p50_ms",
+        json!(quantile_from_buckets(&delta, 0.5) * 1000.0),
+    );
+    report.insert(
+        "lag_p99_ms",
+        json!(quantile_from_buckets(&delta, 0.99) * 1000.0),
+    );
+    report.insert("lag_write_errors", json!(lag_load.errors));
+
+    // Verdicts, as ratios within this run.
+    let f = |k: &str| report.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let checks: Vec<(&str, f64, &str, bool)> = vec![
+        (
+            "feed pages/s vs raw Redis ceiling",
+            ratio(f("feed_pages_per_s"), f("redis_ceiling_pages_per_s")),
+            ">= 0.70",
+            ratio(f("feed_pages_per_s"), f("redis_ceiling_pages_per_s")) >= 0.70,
+        ),
+        (
+            "feed pages/s vs prepared SQL",
+            ratio(f("feed_pages_per_s"), f("sql_feed_pages_per_s")),
+            ">= 2.0",
+            ratio(f("feed_pages_per_s"), f("sql_feed_pages_per_s")) >= 2.0,
+        ),
+        (
+            "feed p99 at half rate (ms)",
+            f("feed_half_rate_p99_ms"),
+            "< 5",
+            f("feed_half_rate_p99_ms") < 5.0,
+        ),
+        (
+            "writes/s vs pgbench posts+outbox",
+            ratio(f("writes_per_s"), f("sql_write_tx_per_s")),
+            ">= 0.70",
+            ratio(f("writes_per_s"), f("sql_write_tx_per_s")) >= 0.70,
+        ),
+        (
+            "projection lag p50 (ms)",
+            f("lag_p50_ms"),
+            "< 5",
+            f("lag_p50_ms") < 5.0,
+        ),
+        (
+            "projection lag p99 (ms)",
+            f("lag_p99_ms"),
+            "< 50",
+            f("lag_p99_ms") < 50.0,
+        ),
+        (
+            "rebuild posts/s",
+            f("rebuild_posts_per_s"),
+            ">= 20000",
+            f("rebuild_posts_per_s") >= 20_000.0,
+        ),
+        (
+            "max RSS at rest (MiB)",
+            f("rss_rest_command_api_mib")
+                .max(f("rss_rest_query_api_mib"))
+                .max(f("rss_rest_projector_mib")),
+            "< 64",
+            f("rss_rest_command_api_mib")
+                .max(f("rss_rest_query_api_mib"))
+                .max(f("rss_rest_projector_mib"))
+                < 64.0,
+        ),
+    ];
+    println!("\n{:<34} {:>14}", "figure", "value");
+    for (k, v) in &report {
+        if let Some(x) = v.as_f64() {
+            println!("{k:<34} {x:>14.2}");
+        }
+    }
+    println!(
+        "\n{:<36} {:>10} {:>8}  verdict",
+        "target", "measured", "goal"
+    );
+    let mut verdicts = Vec::new();
+    for (name, value, goal, ok) in &checks {
+        println!(
+            "{name:<36} {value:>10.2} {goal:>8}  {}",
+            if *ok { "PASS" } else { "MISS" }
+        );
+        verdicts.push(json!({"target": name, "measured": value, "goal": goal, "pass": ok}));
+    }
+    let errors = f("feed_errors")
+        + f("post_view_errors")
+        + f("write_errors")
+        + f("feed_half_rate_errors")
+        + f("lag_write_errors");
+    let doc = json!({
+        "smoke": smoke,
+        "settings": {"posts": s.posts, "authors": s.authors, "seconds": s.secs, "connections": s.connections},
+        "figures": report,
+        "targets": verdicts,
+        "errors": errors,
+    });
+    if let Some(dir) = s.out.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(
+        &s.out,
+        serde_json::to_string_pretty(&doc).unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("write report: {e}"));
+    println!("\nreport: {}", s.out.display());
+    assert_eq!(errors, 0.0, "requests failed during the benchmark");
+}
