@@ -40,20 +40,47 @@ use crate::config::RelayConfig;
 /// Advisory lock key of the relay leader ("SPKLOUTB").
 const LEADER_LOCK_KEY: i64 = 0x5350_4b4c_4f55_5442;
 
+/// The values of one outbox row, trace context included.
+pub struct EventRow {
+    pub event_id: Uuid,
+    pub event_type: &'static str,
+    pub version: i16,
+    pub aggregate_id: Uuid,
+    pub payload: serde_json::Value,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+}
+
+impl EventRow {
+    /// The row for `event`, carrying the trace context of the current span.
+    pub fn new(event: &DomainEvent) -> Self {
+        let (traceparent, tracestate) = telemetry::trace_context_of(&tracing::Span::current());
+        Self {
+            event_id: Uuid::now_v7(),
+            event_type: event.type_name(),
+            version: SCHEMA_VERSION as i16,
+            aggregate_id: event.aggregate_id(),
+            payload: event.payload(),
+            traceparent,
+            tracestate,
+        }
+    }
+}
+
 /// Writes `event` to the outbox inside the caller's transaction.
 pub async fn record(conn: &mut PgConnection, event: &DomainEvent) -> Result<(), sqlx::Error> {
-    let (traceparent, tracestate) = telemetry::trace_context_of(&tracing::Span::current());
+    let row = EventRow::new(event);
     sqlx::query(
         "INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, payload, traceparent, tracestate)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(Uuid::now_v7())
-    .bind(event.type_name())
-    .bind(SCHEMA_VERSION as i16)
-    .bind(event.aggregate_id())
-    .bind(sqlx::types::Json(event.payload()))
-    .bind(traceparent)
-    .bind(tracestate)
+    .bind(row.event_id)
+    .bind(row.event_type)
+    .bind(row.version)
+    .bind(row.aggregate_id)
+    .bind(sqlx::types::Json(row.payload))
+    .bind(row.traceparent)
+    .bind(row.tracestate)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -503,7 +503,13 @@ impl Consumer {
                 .await?;
             let Some(last) = page.last() else { break };
             before = last.seq;
+            // Feeds too, not only views: a view must never be visible before its
+            // feed entries (read-your-writes checks the view), and this event can
+            // be processed before the post_created events of these posts.
             let mut batch = self.writer.batch();
+            for s in &page {
+                self.writer.feeds(&mut batch, s);
+            }
             for s in &page {
                 self.writer.view(&mut batch, s);
             }

@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use community_shared::cli::{self, Start};
 use projector::config::{Config, HELP};
 
+// mimalloc: the hot paths allocate many small buffers (Redis replies, JSON);
+// measured faster than glibc malloc in the feed benchmark (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const NAME: &str = "projector";
 
 fn main() -> ExitCode {

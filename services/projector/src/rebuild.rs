@@ -41,20 +41,25 @@ pub async fn run(
           WHERE p.seq > $1 ORDER BY p.seq LIMIT $2",
         model::POST_COLUMNS
     );
-    let mut after = 0i64;
+    let read_page = |after: i64| {
+        let sql = sql.clone();
+        async move {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(after)
+                .bind(batch_size)
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(model::post_from_row)
+                .collect::<Result<Vec<_>, _>>()
+        }
+    };
+    // Reading page N+1 from Postgres overlaps writing page N to Redis.
     let mut done = 0i64;
-    loop {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(after)
-            .bind(batch_size)
-            .fetch_all(pool)
-            .await?;
-        let posts = rows
-            .iter()
-            .map(model::post_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let Some(last) = posts.last() else { break };
-        after = last.seq;
+    let mut next = read_page(0).await?;
+    while let Some(last) = next.last() {
+        let after = last.seq;
+        let posts = std::mem::take(&mut next);
         let mut batch = writer.batch();
         for p in &posts {
             writer.feeds(&mut batch, p);
@@ -62,7 +67,9 @@ pub async fn run(
         for p in &posts {
             writer.view(&mut batch, p);
         }
-        writer.run(redis, batch).await?;
+        let (written, fetched) = tokio::join!(writer.run(redis, batch), read_page(after));
+        written?;
+        next = fetched?;
         done += posts.len() as i64;
         metrics::counter!("projector_rebuild_posts_total").increment(posts.len() as u64);
         if total > 0 {
@@ -81,7 +88,7 @@ pub async fn run(
         )
         .bind(after.0)
         .bind(after.1)
-        .bind(batch_size)
+        .bind(batch_size * 5)
         .fetch_all(pool)
         .await?;
         if rows.is_empty() {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use community_shared::consistency::ConsistencyToken;
 use community_shared::keys;
 use community_shared::redis_span;
-use community_shared::views::{decode_stored, write_personalised};
+use community_shared::views::{decode_stored, decode_stored_bytes, write_personalised};
 use redis::aio::ConnectionManager;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -16,8 +16,15 @@ use crate::cursor;
 
 /// A page of a feed, rendered as JSON.
 pub struct Page {
-    pub json: String,
+    pub json: Vec<u8>,
     pub items: usize,
+}
+
+/// The JSON part of a stored view; `None` for a malformed value or a tombstone.
+fn stored_json(raw: &[u8]) -> Option<&[u8]> {
+    decode_stored_bytes(raw)
+        .map(|(_, json)| json)
+        .filter(|j| !j.is_empty())
 }
 
 /// The readiness/consistency outcome of a wait.
@@ -68,8 +75,8 @@ impl ReadModel {
             .await?;
         let has_more = ids.len() > limit;
         let ids = &ids[..ids.len().min(limit)];
-        let mut out = String::with_capacity(64 + ids.len() * 512);
-        out.push_str("{\"items\":[");
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(b"{\"items\":[");
         let mut items = 0;
         if !ids.is_empty() {
             let mut pipe = redis::pipe();
@@ -81,28 +88,34 @@ impl ReadModel {
                     .arg(keys::user_likes(user))
                     .arg(ids.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>());
             }
+            // Views stay bytes: they were written as JSON by the projector and
+            // go out as they are, without a UTF-8 pass or a copy into a String.
             let span = redis_span!(if reader.is_some() {
                 "PIPELINE MGET HMGET"
             } else {
                 "MGET"
             });
-            let (views, likes): (Vec<Option<String>>, Vec<Option<String>>) = if reader.is_some() {
+            let (views, likes): (Vec<Option<Vec<u8>>>, Vec<Option<String>>) = if reader.is_some() {
                 pipe.query_async(&mut conn).instrument(span).await?
             } else {
-                let (v,): (Vec<Option<String>>,) =
+                let (v,): (Vec<Option<Vec<u8>>>,) =
                     pipe.query_async(&mut conn).instrument(span).await?;
                 (v, Vec::new())
             };
+            out.reserve(
+                views
+                    .iter()
+                    .map(|v| v.as_ref().map_or(0, Vec::len))
+                    .sum::<usize>()
+                    + 64,
+            );
             for (i, raw) in views.iter().enumerate() {
                 // A missing view or a tombstone: the post is gone; skip the stale feed entry.
-                let Some((_, json)) = raw.as_deref().and_then(decode_stored) else {
+                let Some(json) = raw.as_deref().and_then(stored_json) else {
                     continue;
                 };
-                if json.is_empty() {
-                    continue;
-                }
                 if items > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_personalised(
                     json,
@@ -112,16 +125,16 @@ impl ReadModel {
                 items += 1;
             }
         }
-        out.push_str("],\"next_cursor\":");
+        out.extend_from_slice(b"],\"next_cursor\":");
         match ids.last() {
             Some((_, score)) if has_more => {
-                out.push('"');
-                out.push_str(&cursor::encode(*score as i64));
-                out.push('"');
+                out.push(b'"');
+                out.extend_from_slice(cursor::encode(*score as i64).as_bytes());
+                out.push(b'"');
             }
-            _ => out.push_str("null"),
+            _ => out.extend_from_slice(b"null"),
         }
-        out.push('}');
+        out.push(b'}');
         Ok(Page { json: out, items })
     }
 
@@ -130,7 +143,7 @@ impl ReadModel {
         &self,
         post: Uuid,
         reader: Option<Uuid>,
-    ) -> redis::RedisResult<Option<String>> {
+    ) -> redis::RedisResult<Option<Vec<u8>>> {
         let mut conn = self.conn.clone();
         let id = post.to_string();
         let mut pipe = redis::pipe();
@@ -143,19 +156,16 @@ impl ReadModel {
         } else {
             "GET"
         });
-        let (raw, like): (Option<String>, Option<String>) = if reader.is_some() {
+        let (raw, like): (Option<Vec<u8>>, Option<String>) = if reader.is_some() {
             pipe.query_async(&mut conn).instrument(span).await?
         } else {
-            let (raw,): (Option<String>,) = pipe.query_async(&mut conn).instrument(span).await?;
+            let (raw,): (Option<Vec<u8>>,) = pipe.query_async(&mut conn).instrument(span).await?;
             (raw, None)
         };
-        let Some((_, json)) = raw.as_deref().and_then(decode_stored) else {
+        let Some(json) = raw.as_deref().and_then(stored_json) else {
             return Ok(None);
         };
-        if json.is_empty() {
-            return Ok(None);
-        }
-        let mut out = String::with_capacity(json.len() + 8);
+        let mut out = Vec::with_capacity(json.len() + 8);
         write_personalised(json, liked(like.as_deref()), &mut out);
         Ok(Some(out))
     }

@@ -115,8 +115,8 @@ async fn wait(
     }
 }
 
-fn json_response(body: String, freshness: Option<Freshness>) -> Response {
-    let mut res = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+fn json_response(body: impl Into<axum::body::Body>, freshness: Option<Freshness>) -> Response {
+    let mut res = ([(header::CONTENT_TYPE, "application/json")], body.into()).into_response();
     if let Some(f) = freshness {
         let v = match f {
             Freshness::Consistent => "consistent",

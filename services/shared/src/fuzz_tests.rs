@@ -79,8 +79,8 @@ proptest! {
     #[test]
     fn stored_views_never_panic(raw in any::<String>(), liked in any::<bool>()) {
         if let Some((_, json)) = decode_stored(&raw) {
-            let mut out = String::new();
-            write_personalised(json, liked, &mut out);
+            let mut out = Vec::new();
+            write_personalised(json.as_bytes(), liked, &mut out);
         }
     }
 

@@ -54,27 +54,35 @@ pub fn encode_stored(version: ViewVersion, view: Option<&PostView>) -> String {
 
 /// Splits a stored view into its version and JSON (empty JSON = tombstone).
 pub fn decode_stored(raw: &str) -> Option<(ViewVersion, &str)> {
-    let (head, json) = raw.split_once('|')?;
+    let (version, json) = decode_stored_bytes(raw.as_bytes())?;
+    // The split is at an ASCII '|', so the rest is still valid UTF-8.
+    Some((version, raw.get(raw.len() - json.len()..)?))
+}
+
+/// [`decode_stored`] on raw bytes, as read from Redis without a UTF-8 pass.
+pub fn decode_stored_bytes(raw: &[u8]) -> Option<(ViewVersion, &[u8])> {
+    let bar = raw.iter().position(|b| *b == b'|')?;
+    let head = std::str::from_utf8(&raw[..bar]).ok()?;
     let (p, a) = head.split_once('.')?;
     Some((
         ViewVersion {
             post: p.parse().ok()?,
             author: a.parse().ok()?,
         },
-        json,
+        &raw[bar + 1..],
     ))
 }
 
-const LIKED_FALSE_TAIL: &str = "\"liked_by_me\":false}";
+const LIKED_FALSE_TAIL: &[u8] = b"\"liked_by_me\":false}";
 
 /// Appends a stored view's JSON to `out` with `liked_by_me` set for this reader.
-pub fn write_personalised(json: &str, liked_by_me: bool, out: &mut String) {
+pub fn write_personalised(json: &[u8], liked_by_me: bool, out: &mut Vec<u8>) {
     match json.strip_suffix(LIKED_FALSE_TAIL) {
         Some(head) if liked_by_me => {
-            out.push_str(head);
-            out.push_str("\"liked_by_me\":true}");
+            out.extend_from_slice(head);
+            out.extend_from_slice(b"\"liked_by_me\":true}");
         }
-        _ => out.push_str(json),
+        _ => out.extend_from_slice(json),
     }
 }
 
@@ -104,12 +112,12 @@ mod tests {
         let raw = encode_stored(ViewVersion { post: 7, author: 2 }, Some(&v));
         let (ver, json) = decode_stored(&raw).unwrap();
         assert_eq!(ver, ViewVersion { post: 7, author: 2 });
-        let mut anon = String::new();
-        write_personalised(json, false, &mut anon);
-        assert_eq!(serde_json::from_str::<PostView>(&anon).unwrap(), v);
-        let mut mine = String::new();
-        write_personalised(json, true, &mut mine);
-        let liked: PostView = serde_json::from_str(&mine).unwrap();
+        let mut anon = Vec::new();
+        write_personalised(json.as_bytes(), false, &mut anon);
+        assert_eq!(serde_json::from_slice::<PostView>(&anon).unwrap(), v);
+        let mut mine = Vec::new();
+        write_personalised(json.as_bytes(), true, &mut mine);
+        let liked: PostView = serde_json::from_slice(&mine).unwrap();
         assert!(liked.liked_by_me);
         assert_eq!(liked.content, v.content);
     }
