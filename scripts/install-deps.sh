@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the project runs and tests against, when missing:
-# PostgreSQL (server + client tools) and Redis, from Debian/Ubuntu packages.
+# PostgreSQL (server + client tools, pgbench), Redis (redis-benchmark) and wrk,
+# from Debian/Ubuntu packages.
 # Idempotent; uses sudo when not root. Nothing is started here.
 set -euo pipefail
 
@@ -8,6 +9,8 @@ need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql postgresql-contrib)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+# The benchmark's HTTP load generator (redis-benchmark and pgbench come with the servers).
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

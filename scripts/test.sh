@@ -36,5 +36,8 @@ else
   cargo test --workspace --locked --no-fail-fast -- --test-threads "${TEST_THREADS:-4}"
 fi
 
+step "benchmark smoke (a tiny run that keeps the benchmark working; not a measurement)"
+BENCH_OUT=target/bench/smoke-report.json ./target/debug/sparkle-bench --smoke
+
 step "kubernetes checks"
 bash scripts/check-k8s.sh

@@ -29,6 +29,7 @@ ENVIRONMENT:
   DATABASE_ACQUIRE_TIMEOUT_MS    wait for a pooled connection before answering 503 [default: 3000]
   REQUEST_TIMEOUT_MS             per-request deadline, then 503 [default: 10000]
   HTTP_HEADER_READ_TIMEOUT_MS    a client must send its request head within this [default: 10000]
+  HTTP_MAX_CONNECTIONS           open client connections at most [default: 4096]
   OUTBOX_BATCH_SIZE              events per relay batch [default: 500]
   OUTBOX_POLL_INTERVAL_MS        relay polling fallback [default: 200]
   OUTBOX_RETENTION_SECS          keep published outbox rows this long [default: 3600]

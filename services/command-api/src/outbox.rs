@@ -112,6 +112,12 @@ pub struct Relay {
     wake: Arc<Notify>,
     config: RelayConfig,
     shutdown: Shutdown,
+    /// `(txid, id)` of the last row this leader published. Every row at or
+    /// below it is published already (rows are taken in that order, and only
+    /// below the xmin horizon, where nothing can still commit), so the next
+    /// scan starts after it instead of wading through the partial index's
+    /// not-yet-vacuumed entries of published rows.
+    position: Option<(String, i64)>,
 }
 
 impl Relay {
@@ -128,6 +134,7 @@ impl Relay {
             wake,
             config,
             shutdown,
+            position: None,
         }
     }
 
@@ -161,6 +168,7 @@ impl Relay {
             match locked {
                 Ok(true) => {
                     tracing::info!("outbox relay: leader");
+                    self.position = None;
                     metrics::gauge!("outbox_relay_leader").set(1.0);
                     if let Err(e) = self.lead(&mut conn).await {
                         tracing::warn!(error = %e, "outbox relay lost its Postgres connection");
@@ -223,22 +231,37 @@ impl Relay {
     }
 
     async fn publish_batch(&mut self, conn: &mut PgConnection) -> Result<usize, RelayError> {
-        let rows = sqlx::query(
-            "SELECT id, event_id, event_type, event_version, payload::text AS payload,
-                    traceparent, tracestate,
+        const COLUMNS: &str = "SELECT id, txid::text AS txid, event_id, event_type, event_version,
+                    payload::text AS payload, traceparent, tracestate,
                     (extract(epoch FROM created_at) * 1000000)::bigint AS occurred_at_us
                FROM outbox
               WHERE published_at IS NULL
-                AND txid < pg_snapshot_xmin(pg_current_snapshot())
-              ORDER BY txid, id
-              LIMIT $1",
-        )
-        .bind(self.config.batch_size)
-        .fetch_all(&mut *conn)
-        .await?;
+                AND txid < pg_snapshot_xmin(pg_current_snapshot())";
+        let rows = match &self.position {
+            None => {
+                sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} ORDER BY txid, id LIMIT $1")))
+                    .bind(self.config.batch_size)
+                    .fetch_all(&mut *conn)
+                    .await?
+            }
+            Some((txid, id)) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{COLUMNS} AND (txid, id) > ($2::text::xid8, $3) ORDER BY txid, id LIMIT $1"
+                )))
+                .bind(self.config.batch_size)
+                .bind(txid)
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?
+            }
+        };
         if rows.is_empty() {
             return Ok(0);
         }
+        let last_position: Option<(String, i64)> = match rows.last() {
+            Some(r) => Some((r.try_get("txid")?, r.try_get("id")?)),
+            None => None,
+        };
         let rows = rows
             .iter()
             .map(|r| {
@@ -333,6 +356,9 @@ impl Relay {
         .bind(&stream_ids)
         .execute(&mut *conn)
         .await?;
+        if let Some(last) = last_position {
+            self.position = Some(last);
+        }
         metrics::counter!("outbox_published_events_total").increment(rows.len() as u64);
         tracing::debug!(count = rows.len(), "outbox batch published");
         Ok(rows.len())

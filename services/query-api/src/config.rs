@@ -25,6 +25,7 @@ ENVIRONMENT:
   CONSISTENCY_WAIT_MS            longest wait for a read-your-writes token [default: 2000]
   REQUEST_TIMEOUT_MS             per-request deadline, then 503 [default: 10000]
   HTTP_HEADER_READ_TIMEOUT_MS    a client must send its request head within this [default: 10000]
+  HTTP_MAX_CONNECTIONS           open client connections at most [default: 4096]
 "
 );
 

@@ -220,6 +220,8 @@ pub struct ServerLimits {
     pub header_read_timeout: Duration,
     /// After shutdown begins, keep serving (while unready) this long.
     pub shutdown_delay: Duration,
+    /// Open connections at most; beyond it new ones wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl ServerLimits {
@@ -232,6 +234,7 @@ impl ServerLimits {
                 100..=300_000,
             )?,
             shutdown_delay: env.duration_ms_or("SHUTDOWN_DELAY_MS", 0, 0..=120_000)?,
+            max_connections: env.bounded_or("HTTP_MAX_CONNECTIONS", 4096, 1..=1_000_000)?,
         })
     }
 }
@@ -268,7 +271,16 @@ pub async fn serve(
     }));
     let stop_accepting = crate::shutdown::after_delay(shutdown, limits.shutdown_delay);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
+        // Backpressure: at the connection cap, stop accepting until one closes.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            _ = stop_accepting.wait() => break,
+        };
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -295,6 +307,7 @@ pub async fn serve(
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
