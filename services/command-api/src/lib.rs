@@ -75,12 +75,8 @@ impl Application {
         };
         let router =
             community_shared::http::with_api_layers(routes::router(state), config.request_timeout);
-        let listener = TcpListener::bind(config.http_addr)
-            .await
-            .map_err(|e| format!("cannot bind HTTP_ADDR {}: {e}", config.http_addr))?;
-        let admin = AdminServer::bind(config.admin_addr, readiness, metrics)
-            .await
-            .map_err(|e| format!("cannot bind ADMIN_ADDR {}: {e}", config.admin_addr))?;
+        let listener = community_shared::http::bind("HTTP_ADDR", config.http_addr).await?;
+        let admin = AdminServer::bind(config.admin_addr, readiness, metrics).await?;
         let relay = Relay::new(
             config.db.clone(),
             redis,

@@ -239,10 +239,12 @@ impl Relay {
                 AND txid < pg_snapshot_xmin(pg_current_snapshot())";
         let rows = match &self.position {
             None => {
-                sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} ORDER BY txid, id LIMIT $1")))
-                    .bind(self.config.batch_size)
-                    .fetch_all(&mut *conn)
-                    .await?
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{COLUMNS} ORDER BY txid, id LIMIT $1"
+                )))
+                .bind(self.config.batch_size)
+                .fetch_all(&mut *conn)
+                .await?
             }
             Some((txid, id)) => {
                 sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -454,15 +454,10 @@ impl Consumer {
                 ));
             }
         }
-        // Likes, then feeds, then views: once a view shows a version, the rest of
-        // that version is already in place (read-your-writes checks the view).
+        // Likes first, then feeds and views: once a view shows a version, the
+        // rest of that version is in place (read-your-writes checks the view).
         self.writer.likes(&mut batch, &likes);
-        for s in &states {
-            self.writer.feeds(&mut batch, s);
-        }
-        for s in &states {
-            self.writer.view(&mut batch, s);
-        }
+        self.writer.posts(&mut batch, &states);
         self.writer
             .run(&mut self.redis, batch)
             .instrument(redis_span!("PIPELINE views"))
@@ -503,16 +498,11 @@ impl Consumer {
                 .await?;
             let Some(last) = page.last() else { break };
             before = last.seq;
-            // Feeds too, not only views: a view must never be visible before its
-            // feed entries (read-your-writes checks the view), and this event can
-            // be processed before the post_created events of these posts.
+            // Feeds too, not only views: this event can be processed before the
+            // posts' own post_created events, and a view must never be visible
+            // before its feed entries.
             let mut batch = self.writer.batch();
-            for s in &page {
-                self.writer.feeds(&mut batch, s);
-            }
-            for s in &page {
-                self.writer.view(&mut batch, s);
-            }
+            self.writer.posts(&mut batch, &page);
             self.writer
                 .run(&mut self.redis, batch)
                 .instrument(redis_span!("PIPELINE author views"))

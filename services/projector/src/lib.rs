@@ -53,9 +53,7 @@ impl Application {
                 async move { community_shared::redis_conn::ping(&mut r).await }
             })
             .start(shutdown.clone());
-        let admin = AdminServer::bind(config.admin_addr, readiness, metrics)
-            .await
-            .map_err(|e| format!("cannot bind ADMIN_ADDR {}: {e}", config.admin_addr))?;
+        let admin = AdminServer::bind(config.admin_addr, readiness, metrics).await?;
         let consumer = Consumer::new(
             pool,
             redis,

@@ -209,9 +209,18 @@ impl Writer {
         }
     }
 
-    /// Feed membership of a post; call before [`Writer::view`] for the same post so
-    /// that a visible view implies its feed entries are in place.
-    pub fn feeds(&self, b: &mut Batch, post: &PostState) {
+    /// Feed membership and views of `posts`, feeds first: once a view shows a
+    /// version, its feed entries are in place (read-your-writes checks the view).
+    pub fn posts(&self, b: &mut Batch, posts: &[PostState]) {
+        for post in posts {
+            self.feeds(b, post);
+        }
+        for post in posts {
+            self.view(b, post);
+        }
+    }
+
+    fn feeds(&self, b: &mut Batch, post: &PostState) {
         let id = post.id.to_string();
         let author_feed = keys::author_feed(post.author_id);
         if post.deleted {
@@ -228,7 +237,7 @@ impl Writer {
     }
 
     /// The post view itself (a tombstone when deleted).
-    pub fn view(&self, b: &mut Batch, post: &PostState) {
+    fn view(&self, b: &mut Batch, post: &PostState) {
         // An empty JSON part is a tombstone (see community_shared::views).
         let json = if post.deleted {
             String::new()

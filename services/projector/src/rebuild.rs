@@ -61,12 +61,7 @@ pub async fn run(
         let after = last.seq;
         let posts = std::mem::take(&mut next);
         let mut batch = writer.batch();
-        for p in &posts {
-            writer.feeds(&mut batch, p);
-        }
-        for p in &posts {
-            writer.view(&mut batch, p);
-        }
+        writer.posts(&mut batch, &posts);
         let (written, fetched) = tokio::join!(writer.run(redis, batch), read_page(after));
         written?;
         next = fetched?;

@@ -318,12 +318,13 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
+    /// Binds `ADMIN_ADDR`; the error names the variable.
     pub async fn bind(
         addr: SocketAddr,
         readiness: Readiness,
         metrics: PrometheusHandle,
-    ) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+    ) -> Result<Self, String> {
+        let listener = crate::http::bind("ADMIN_ADDR", addr).await?;
         let router = Router::new()
             .route("/livez", get(livez))
             .route("/readyz", get(readyz))

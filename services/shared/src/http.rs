@@ -213,6 +213,16 @@ pub fn with_api_layers(router: Router, request_timeout: Duration) -> Router {
         .layer(middleware::from_fn(observe))
 }
 
+/// Binds a listener for the address in `var`; the error names the variable.
+pub async fn bind(
+    var: &str,
+    addr: std::net::SocketAddr,
+) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot bind {var} {addr}: {e}"))
+}
+
 /// Connection-level limits of the HTTP server.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
