@@ -55,3 +55,42 @@ async fn burst(stack: &Stack, authors: &[Uuid], from: usize) -> Vec<String> {
     )
     .await
 }
+
+#[tokio::test]
+async fn sigterm_finishes_the_batch_acks_and_exits_zero() {
+    let mut stack = Stack::start().await;
+    let authors = [Uuid::new_v4(), Uuid::new_v4()];
+    let (ids, ()) = tokio::join!(burst(&stack, &authors, 0), async {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        stack.projector.as_ref().unwrap().sigterm();
+    });
+    let status = stack
+        .projector
+        .as_mut()
+        .unwrap()
+        .wait_exit(std::time::Duration::from_secs(10))
+        .await;
+    assert_eq!(status.code(), Some(0));
+    // Nothing left pending on the stopped consumer: its last batch was acked.
+    let mut conn = stack.sys.redis.conn().await;
+    let pending: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+        .arg(community_shared::keys::STREAM)
+        .arg(community_shared::keys::CONSUMER_GROUP)
+        .arg("-")
+        .arg("+")
+        .arg(1000)
+        .arg("p1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        pending.ids.is_empty(),
+        "{} entries left pending",
+        pending.ids.len()
+    );
+    // A new replica carries on from where it stopped.
+    stack.projector = Some(stack.sys.projector("p2", &[]).await);
+    let expected: HashSet<String> = ids.into_iter().collect();
+    until_feed_len(&stack, expected.len()).await;
+    assert_feed_exactly(&stack, &expected).await;
+}
