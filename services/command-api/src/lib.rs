@@ -55,16 +55,9 @@ impl Application {
             .map_err(|e| e.to_string())?;
 
         // Readiness needs Postgres and the schema, not Redis (CONTRACT §5).
-        let (p1, p2) = (pool.clone(), pool.clone());
         let readiness = ReadinessBuilder::new(CheckTiming::default())
-            .check("postgres", move || {
-                let p = p1.clone();
-                async move { community_store::check_reachable(&p).await }
-            })
-            .check("schema", move || {
-                let p = p2.clone();
-                async move { community_store::check_schema(&p).await }
-            })
+            .check("postgres", community_store::reachable_check(pool.clone()))
+            .check("schema", community_store::schema_check(pool.clone()))
             .start(shutdown.clone());
 
         let relay_wake = Arc::new(Notify::new());
@@ -107,11 +100,7 @@ impl Application {
 
     /// Serves until shutdown, then drains requests and finishes the relay's batch.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        tokio::spawn(async move {
-            if let Err(e) = self.admin.serve().await {
-                tracing::error!(error = %e, "admin server failed");
-            }
-        });
+        self.admin.spawn();
         let relay = tokio::spawn(self.relay.run());
         let served = community_shared::http::serve(
             self.listener,

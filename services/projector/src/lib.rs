@@ -42,16 +42,12 @@ impl Application {
         let pool = config.db.pool();
         let redis = community_shared::redis_conn::connect(&config.redis_url, "REDIS_URL")
             .map_err(|e| e.to_string())?;
-        let (pg, rd) = (pool.clone(), redis.clone());
         let readiness = ReadinessBuilder::new(CheckTiming::default())
-            .check("postgres", move || {
-                let p = pg.clone();
-                async move { community_store::check_reachable(&p).await }
-            })
-            .check("redis", move || {
-                let mut r = rd.clone();
-                async move { community_shared::redis_conn::ping(&mut r).await }
-            })
+            .check("postgres", community_store::reachable_check(pool.clone()))
+            .check(
+                "redis",
+                community_shared::redis_conn::readiness_check(redis.clone()),
+            )
             .start(shutdown.clone());
         let admin = AdminServer::bind(config.admin_addr, readiness, metrics).await?;
         let consumer = Consumer::new(
@@ -78,11 +74,7 @@ impl Application {
 
     /// Consumes until shutdown; the batch in flight is finished and acked first.
     pub async fn run_until_stopped(self) {
-        tokio::spawn(async move {
-            if let Err(e) = self.admin.serve().await {
-                tracing::error!(error = %e, "admin server failed");
-            }
-        });
+        self.admin.spawn();
         let consumer = tokio::spawn(self.consumer.run());
         self.shutdown.wait().await;
         tokio::time::sleep(self.shutdown_delay).await;

@@ -42,12 +42,11 @@ impl Application {
         let shutdown = trigger.subscribe();
         let redis = community_shared::redis_conn::connect(&config.redis_url, "REDIS_URL")
             .map_err(|e| e.to_string())?;
-        let probe = redis.clone();
         let readiness = ReadinessBuilder::new(CheckTiming::default())
-            .check("redis", move || {
-                let mut r = probe.clone();
-                async move { community_shared::redis_conn::ping(&mut r).await }
-            })
+            .check(
+                "redis",
+                community_shared::redis_conn::readiness_check(redis.clone()),
+            )
             .start(shutdown.clone());
         let state = AppState {
             read_model: ReadModel::new(redis),
@@ -77,11 +76,7 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        tokio::spawn(async move {
-            if let Err(e) = self.admin.serve().await {
-                tracing::error!(error = %e, "admin server failed");
-            }
-        });
+        self.admin.spawn();
         let served = community_shared::http::serve(
             self.listener,
             self.router,

@@ -341,4 +341,13 @@ impl AdminServer {
     pub async fn serve(self) -> std::io::Result<()> {
         axum::serve(self.listener, self.router).await
     }
+
+    /// [`AdminServer::serve`] on its own task; a failure is logged.
+    pub fn spawn(self) {
+        tokio::spawn(async move {
+            if let Err(e) = self.serve().await {
+                tracing::error!(error = %e, "admin server failed");
+            }
+        });
+    }
 }

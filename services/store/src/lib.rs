@@ -101,6 +101,24 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
     }))
 }
 
+type CheckFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
+/// A readiness check that Postgres answers (for `ReadinessBuilder::check`).
+pub fn reachable_check(pool: PgPool) -> impl Fn() -> CheckFuture + Send + Sync + 'static {
+    move || {
+        let p = pool.clone();
+        Box::pin(async move { check_reachable(&p).await })
+    }
+}
+
+/// A readiness check that the schema is migrated (for `ReadinessBuilder::check`).
+pub fn schema_check(pool: PgPool) -> impl Fn() -> CheckFuture + Send + Sync + 'static {
+    move || {
+        let p = pool.clone();
+        Box::pin(async move { check_schema(&p).await })
+    }
+}
+
 /// Readiness: Postgres answers.
 pub async fn check_reachable(pool: &PgPool) -> Result<(), String> {
     sqlx::query("SELECT 1")
