@@ -127,15 +127,8 @@ fn quantile_from_buckets(buckets: &[(f64, f64)], q: f64) -> f64 {
 }
 
 /// The projector's post_created delay histogram, as cumulative (le seconds, count).
-async fn delay_buckets(http: &reqwest::Client, projector: &Service) -> Vec<(f64, f64)> {
-    let text = http
-        .get(projector.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+async fn delay_buckets(projector: &Service) -> Vec<(f64, f64)> {
+    let text = projector.metrics().await;
     let mut v: Vec<(f64, f64)> = text
         .lines()
         .filter(|l| {
@@ -179,7 +172,6 @@ async fn run(s: Settings, smoke: bool) {
     let (ok, err) = sys.migrate().await;
     assert!(ok.success(), "{err}");
     let pool = sys.pg.pool().await;
-    let http = reqwest::Client::new();
     let t = Instant::now();
     seed(&pool, &s).await;
     eprintln!(
@@ -433,7 +425,7 @@ COMMIT;\n",
 
     // Projection lag at half of the max write rate (commit → view written).
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let b0 = delay_buckets(&http, &projector).await;
+    let b0 = delay_buckets(&projector).await;
     let write_half = (writes.rps / 2.0).max(5.0);
     let lag_load = paced::run(
         command.http_url("/api/v1/community/posts"),
@@ -444,7 +436,7 @@ COMMIT;\n",
     )
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let b1 = delay_buckets(&http, &projector).await;
+    let b1 = delay_buckets(&projector).await;
     let delta: Vec<(f64, f64)> = b1
         .iter()
         .map(|(le, c)| {

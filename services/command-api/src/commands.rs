@@ -127,18 +127,44 @@ pub async fn ensure_user(
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = row {
-            return Ok(AuthorView {
-                id: row.try_get("id")?,
-                username: row.try_get("username")?,
-                display_name: row.try_get("display_name")?,
-                avatar_url: row.try_get("avatar_url")?,
-            });
+            return Ok(author_from_row(&row)?);
         }
     }
     Err(
         Problem::conflict("could not provision a profile for this user; call PUT /profile first")
             .into(),
     )
+}
+
+fn author_from_row(row: &sqlx::postgres::PgRow) -> Result<AuthorView, sqlx::Error> {
+    Ok(AuthorView {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        display_name: row.try_get("display_name")?,
+        avatar_url: row.try_get("avatar_url")?,
+    })
+}
+
+/// The view and token of a post just inserted (`row` holds its `version`, `created_at`).
+fn new_post(
+    post_id: Uuid,
+    author: AuthorView,
+    content: String,
+    row: &sqlx::postgres::PgRow,
+) -> Result<(PostView, ConsistencyToken), sqlx::Error> {
+    let version: i64 = row.try_get("version")?;
+    let created_at: DateTime<Utc> = row.try_get("created_at")?;
+    Ok((
+        PostView {
+            id: post_id,
+            author,
+            content,
+            created_at: rfc3339(created_at),
+            like_count: 0,
+            liked_by_me: false,
+        },
+        ConsistencyToken::Post { post_id, version },
+    ))
 }
 
 /// `POST /posts` for an author who already has a profile, in one statement
@@ -176,24 +202,8 @@ pub async fn create_post_fast(
     .fetch_optional(pool)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    let version: i64 = row.try_get("version")?;
-    let created_at: DateTime<Utc> = row.try_get("created_at")?;
-    Ok(Some((
-        PostView {
-            id: post_id,
-            author: AuthorView {
-                id: row.try_get("id")?,
-                username: row.try_get("username")?,
-                display_name: row.try_get("display_name")?,
-                avatar_url: row.try_get("avatar_url")?,
-            },
-            content: content.to_string(),
-            created_at: rfc3339(created_at),
-            like_count: 0,
-            liked_by_me: false,
-        },
-        ConsistencyToken::Post { post_id, version },
-    )))
+    let author = author_from_row(&row)?;
+    Ok(Some(new_post(post_id, author, content.to_string(), &row)?))
 }
 
 /// `POST /posts`.
@@ -212,8 +222,6 @@ pub async fn create_post(
     .bind(&content)
     .fetch_one(&mut *tx)
     .await?;
-    let version: i64 = row.try_get("version")?;
-    let created_at: DateTime<Utc> = row.try_get("created_at")?;
     outbox::record(
         tx,
         &DomainEvent::PostCreated {
@@ -222,17 +230,7 @@ pub async fn create_post(
         },
     )
     .await?;
-    Ok((
-        PostView {
-            id: post_id,
-            author,
-            content,
-            created_at: rfc3339(created_at),
-            like_count: 0,
-            liked_by_me: false,
-        },
-        ConsistencyToken::Post { post_id, version },
-    ))
+    Ok(new_post(post_id, author, content, &row)?)
 }
 
 /// `DELETE /posts/{id}`: author only; deleting twice is 404.

@@ -178,7 +178,7 @@ async fn create_post_tx(
         let saved = SavedResponse {
             status: StatusCode::CREATED,
             body: serde_json::to_value(&post).map_err(|_| Problem::internal())?,
-            location: Some(format!("{BASE}/feed/posts/{}", post.id)),
+            location: Some(post_location(post.id)),
             consistency_token: Some(token.encode()),
         };
         if let Some(key) = &key {
@@ -197,23 +197,45 @@ async fn create_post_tx(
     )))
 }
 
-fn created(post: &PostView, token: &ConsistencyToken) -> Response {
-    let mut res = (StatusCode::CREATED, Json(post)).into_response();
-    if let Ok(loc) = HeaderValue::from_str(&format!("{BASE}/feed/posts/{}", post.id)) {
+/// Where a created post can be read (the query API).
+fn post_location(id: Uuid) -> String {
+    format!("{BASE}/feed/posts/{id}")
+}
+
+/// A write's response: body, optional `Location`, optional consistency token.
+fn write_response(
+    status: StatusCode,
+    body: impl serde::Serialize,
+    location: Option<&str>,
+    token: Option<&str>,
+) -> Response {
+    let mut res = (status, Json(body)).into_response();
+    if let Some(loc) = location.and_then(|l| HeaderValue::from_str(l).ok()) {
         res.headers_mut().insert(header::LOCATION, loc);
     }
-    with_token(res, &token.encode())
+    match token {
+        Some(t) => with_token(res, t),
+        None => res,
+    }
+}
+
+fn created(post: &PostView, token: &ConsistencyToken) -> Response {
+    let location = post_location(post.id);
+    write_response(
+        StatusCode::CREATED,
+        post,
+        Some(&location),
+        Some(&token.encode()),
+    )
 }
 
 fn replay(saved: SavedResponse) -> Response {
-    let mut res = (saved.status, Json(saved.body)).into_response();
-    if let Some(loc) = saved.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
-        res.headers_mut().insert(header::LOCATION, loc);
-    }
-    match saved.consistency_token {
-        Some(t) => with_token(res, &t),
-        None => res,
-    }
+    write_response(
+        saved.status,
+        saved.body,
+        saved.location.as_deref(),
+        saved.consistency_token.as_deref(),
+    )
 }
 
 async fn delete_post(

@@ -34,6 +34,31 @@ pub enum Freshness {
     Stale,
 }
 
+/// Runs a pipeline of a views command, plus the reader's likes command when
+/// `with_likes` (anonymous readers send one command and get `L::default()`).
+async fn views_and_likes<V, L>(
+    conn: &mut ConnectionManager,
+    pipe: &redis::Pipeline,
+    with_likes: bool,
+    views_op: &str,
+    likes_op: &str,
+) -> redis::RedisResult<(V, L)>
+where
+    V: redis::FromRedisValue,
+    L: redis::FromRedisValue + Default,
+{
+    if with_likes {
+        let op = format!("PIPELINE {views_op} {likes_op}");
+        pipe.query_async(conn).instrument(redis_span!(op)).await
+    } else {
+        let (views,): (V,) = pipe
+            .query_async(conn)
+            .instrument(redis_span!(views_op))
+            .await?;
+        Ok((views, L::default()))
+    }
+}
+
 #[derive(Clone)]
 pub struct ReadModel {
     conn: ConnectionManager,
@@ -90,18 +115,8 @@ impl ReadModel {
             }
             // Views stay bytes: they were written as JSON by the projector and
             // go out as they are, without a UTF-8 pass or a copy into a String.
-            let span = redis_span!(if reader.is_some() {
-                "PIPELINE MGET HMGET"
-            } else {
-                "MGET"
-            });
-            let (views, likes): (Vec<Option<Vec<u8>>>, Vec<Option<String>>) = if reader.is_some() {
-                pipe.query_async(&mut conn).instrument(span).await?
-            } else {
-                let (v,): (Vec<Option<Vec<u8>>>,) =
-                    pipe.query_async(&mut conn).instrument(span).await?;
-                (v, Vec::new())
-            };
+            let (views, likes): (Vec<Option<Vec<u8>>>, Vec<Option<String>>) =
+                views_and_likes(&mut conn, &pipe, reader.is_some(), "MGET", "HMGET").await?;
             out.reserve(
                 views
                     .iter()
@@ -151,17 +166,8 @@ impl ReadModel {
         if let Some(user) = reader {
             pipe.cmd("HGET").arg(keys::user_likes(user)).arg(&id);
         }
-        let span = redis_span!(if reader.is_some() {
-            "PIPELINE GET HGET"
-        } else {
-            "GET"
-        });
-        let (raw, like): (Option<Vec<u8>>, Option<String>) = if reader.is_some() {
-            pipe.query_async(&mut conn).instrument(span).await?
-        } else {
-            let (raw,): (Option<Vec<u8>>,) = pipe.query_async(&mut conn).instrument(span).await?;
-            (raw, None)
-        };
+        let (raw, like): (Option<Vec<u8>>, Option<String>) =
+            views_and_likes(&mut conn, &pipe, reader.is_some(), "GET", "HGET").await?;
         let Some(json) = raw.as_deref().and_then(stored_json) else {
             return Ok(None);
         };

@@ -25,6 +25,17 @@ pub use services::{Service, System};
 pub use stack::{BASE, Stack, Written};
 pub use token::{Claims, TEST_SECRET, token, token_with};
 
+/// The sum of the samples in Prometheus `text` whose line starts with `prefix`
+/// (a metric name, optionally with the start of its labels); `None` if none.
+pub fn metric_sum(text: &str, prefix: &str) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
 /// Polls `f` every few milliseconds until it returns `Some`, or fails after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: std::time::Duration, mut f: F) -> T
 where

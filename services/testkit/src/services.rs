@@ -123,6 +123,18 @@ impl Service {
         format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
 
+    /// The Prometheus text of `/metrics` (empty when the process does not answer).
+    pub async fn metrics(&self) -> String {
+        let res = reqwest::Client::new()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await;
+        match res {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
     pub fn log(&self) -> String {
         tail(&self.log, 40)
     }

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use community_shared::keys;
-use community_testkit::{Service, eventually};
+use community_testkit::{Service, eventually, metric_sum};
 use reqwest::StatusCode;
 use serde_json::json;
 use uuid::Uuid;
@@ -171,25 +171,7 @@ async fn two_replicas_elect_one_relay_leader_and_fail_over() {
     let app = App::start().await;
     let second: Service = app.sys.command_api_with(&[]).await;
     second.wait_ready().await;
-    let leaders = || async {
-        let mut n = 0;
-        for svc in [&app.api, &second] {
-            let text = app
-                .sys
-                .http
-                .get(svc.admin_url("/metrics"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            if text.lines().any(|l| l == "outbox_relay_leader 1") {
-                n += 1;
-            }
-        }
-        Some(n)
-    };
+    let leaders = || async { Some(leads(&app.api).await as u8 + leads(&second).await as u8) };
     eventually(
         "exactly one relay leader",
         Duration::from_secs(10),
@@ -217,18 +199,7 @@ async fn two_replicas_elect_one_relay_leader_and_fail_over() {
     assert_eq!(entries.len(), 10);
 
     // Whoever leads, kill it: the survivor takes over and publishes new writes.
-    let first_leads = app
-        .sys
-        .http
-        .get(app.api.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-        .lines()
-        .any(|l| l == "outbox_relay_leader 1");
+    let first_leads = leads(&app.api).await;
     let App { sys, api } = app;
     let (mut dead, alive) = if first_leads {
         (api, second)
@@ -264,4 +235,8 @@ async fn two_replicas_elect_one_relay_leader_and_fail_over() {
         .await
         .unwrap();
     assert_eq!(n, 11);
+}
+
+async fn leads(svc: &Service) -> bool {
+    metric_sum(&svc.metrics().await, "outbox_relay_leader ") == Some(1.0)
 }

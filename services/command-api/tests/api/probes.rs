@@ -45,16 +45,7 @@ async fn metrics_use_route_templates_and_report_the_outbox() {
     let id = post["id"].as_str().unwrap();
     app.like(user, id, true).await;
     let text = eventually("the backlog gauge", Duration::from_secs(15), || async {
-        let t = app
-            .sys
-            .http
-            .get(app.api.admin_url("/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let t = app.api.metrics().await;
         t.contains("outbox_backlog_events").then_some(t)
     })
     .await;

@@ -3,7 +3,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use community_testkit::load::{self, Mix};
-use community_testkit::{Stack, eventually};
+use community_testkit::{Stack, eventually, metric_sum};
 
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -94,25 +94,11 @@ async fn soak_steady_mixed_load() {
     }
 
     // The consumer group catches up (lag and pending back to zero)...
-    let metrics = stack.projector.as_ref().unwrap().admin_url("/metrics");
+    let projector = stack.projector.as_ref().unwrap();
     eventually("lag back to zero", Duration::from_secs(30), || async {
-        let text = stack
-            .sys
-            .http
-            .get(&metrics)
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        let value = |name: &str| {
-            text.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        };
-        (value("projector_consumer_group_lag_events ") == Some(0.0)
-            && value("projector_consumer_group_pending_events ") == Some(0.0))
+        let text = projector.metrics().await;
+        (metric_sum(&text, "projector_consumer_group_lag_events ") == Some(0.0)
+            && metric_sum(&text, "projector_consumer_group_pending_events ") == Some(0.0))
         .then_some(())
     })
     .await;

@@ -81,16 +81,7 @@ async fn a_poison_entry_is_dead_lettered_and_does_not_block_the_stream() {
         .await
         .unwrap();
     assert_eq!(pending.0, 0, "poison entries are acked");
-    let text = stack
-        .sys
-        .http
-        .get(stack.projector.as_ref().unwrap().admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = stack.projector.as_ref().unwrap().metrics().await;
     assert!(
         text.contains(r#"projector_events_dead_lettered_total{type="undecodable"} 2"#),
         "{text}"

@@ -2,26 +2,13 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use community_shared::keys;
-use community_testkit::{Stack, eventually, join_all};
+use community_testkit::{Stack, eventually, join_all, metric_sum};
 use uuid::Uuid;
 
 use crate::{assert_feed_exactly, until_feed_len};
 
-async fn processed(stack: &Stack, svc: &community_testkit::Service) -> f64 {
-    let text = stack
-        .sys
-        .http
-        .get(svc.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("projector_events_processed_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+async fn processed(svc: &community_testkit::Service) -> f64 {
+    metric_sum(&svc.metrics().await, "projector_events_processed_total").unwrap_or(0.0)
 }
 
 #[tokio::test]
@@ -50,10 +37,7 @@ async fn two_replicas_share_the_work_and_the_survivor_reclaims_a_dead_consumers_
     until_feed_len(&stack, expected.len()).await;
     assert_feed_exactly(&stack, &expected).await;
     let first = stack.projector.as_ref().unwrap();
-    let (a, b) = (
-        processed(&stack, first).await,
-        processed(&stack, &second).await,
-    );
+    let (a, b) = (processed(first).await, processed(&second).await);
     assert!(
         a > 0.0 && b > 0.0,
         "both replicas should have worked: {a} / {b}"
