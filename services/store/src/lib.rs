@@ -154,6 +154,9 @@ pub async fn check_schema(pool: &PgPool) -> Result<(), String> {
     }
 }
 
+/// How long one connection attempt of `migrate` may take.
+const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Applies pending migrations, waiting up to `wait` for Postgres to accept connections.
 ///
 /// sqlx takes a Postgres advisory lock around the run, so two concurrent
@@ -162,7 +165,17 @@ pub async fn migrate(config: &DbConfig, wait: Duration) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut delay = Duration::from_millis(200);
     let mut conn = loop {
-        match config.options.connect().await {
+        // A peer that accepts but never answers (a black-holed Service, the
+        // wrong server on the port) must not hang the Job: bound each attempt.
+        let attempt = tokio::time::timeout(CONNECT_ATTEMPT_TIMEOUT, config.options.connect())
+            .await
+            .unwrap_or_else(|_| {
+                Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {CONNECT_ATTEMPT_TIMEOUT:?}"),
+                )))
+            });
+        match attempt {
             Ok(c) => break c,
             Err(e) if tokio::time::Instant::now() + delay < deadline => {
                 tracing::warn!(error = %e, retry_in = ?delay, "Postgres not reachable yet");

@@ -207,8 +207,11 @@ impl Postgres {
                 return false;
             }
             let opts: Result<sqlx::postgres::PgConnectOptions, _> = self.url().parse();
+            // Bounded: whatever holds the port if ours failed to bind may
+            // accept and never answer (a Redis waits for a newline forever).
             if let Ok(opts) = opts
-                && let Ok(conn) = opts.connect().await
+                && let Ok(Ok(conn)) =
+                    tokio::time::timeout(Duration::from_secs(2), opts.connect()).await
             {
                 let _ = conn.close().await;
                 return true;

@@ -1,12 +1,42 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+/// Ports handed out come from below the kernel's ephemeral range (32768+ on
+/// Linux), so they never collide with the local end of an outgoing
+/// connection, and each test process starts at its own random offset so
+/// concurrent tests rarely pick the same one.
+const PORT_RANGE: std::ops::Range<u16> = 15_000..32_000;
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+    static START: OnceLock<u16> = OnceLock::new();
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let span = PORT_RANGE.end - PORT_RANGE.start;
+    let start = *START.get_or_init(|| {
+        let [a, b, ..] = *uuid::Uuid::new_v4().as_bytes();
+        u16::from_le_bytes([a, b]) % span
+    });
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let offset = (u32::from(start) + u32::from(n)) % u32::from(span);
+        let port = PORT_RANGE.start + offset as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORT_RANGE:?}")
+}
+
+/// An HTTP client for probes: every request is bounded, so a peer that
+/// accepts and never answers fails the probe instead of hanging the test.
+pub fn probe_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap_or_else(|e| panic!("http client: {e}"))
 }
 
 /// Path of a workspace binary built by cargo (`SPARKLE_BIN_DIR` overrides).

@@ -63,17 +63,32 @@ impl Redis {
             {
                 return false;
             }
-            if let Ok(client) = redis::Client::open(self.url())
-                && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+            let pid = self.child.as_ref().map(Child::id);
+            if let Ok(Some(server_pid)) =
+                tokio::time::timeout(Duration::from_secs(2), self.server_pid()).await
+                && Some(server_pid) == pid
             {
-                let pong: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
-                if pong.is_ok() {
-                    return true;
-                }
+                // Checked by pid: another test's Redis may hold the port if
+                // ours failed to bind (ours then exits, seen above).
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         false
+    }
+
+    /// The process id of the Redis answering on our port, if one does.
+    async fn server_pid(&self) -> Option<u32> {
+        let client = redis::Client::open(self.url()).ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|v| v.trim().parse().ok())
     }
 
     pub fn port(&self) -> u16 {

@@ -5,7 +5,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use crate::pg::Postgres;
-use crate::process::{binary, free_port, tail};
+use crate::process::{binary, free_port, probe_client, tail};
 use crate::redis_server::Redis;
 use crate::token::TEST_SECRET;
 
@@ -76,7 +76,7 @@ impl Service {
     }
 
     async fn wait_live(&mut self, timeout: Duration) -> bool {
-        let client = reqwest::Client::new();
+        let client = probe_client();
         let deadline = tokio::time::Instant::now() + timeout;
         while tokio::time::Instant::now() < deadline {
             if let Some(c) = self.child.as_mut()
@@ -96,7 +96,7 @@ impl Service {
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
+        let client = probe_client();
         let url = self.admin_url("/readyz");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -125,10 +125,7 @@ impl Service {
 
     /// The Prometheus text of `/metrics` (empty when the process does not answer).
     pub async fn metrics(&self) -> String {
-        let res = reqwest::Client::new()
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await;
+        let res = probe_client().get(self.admin_url("/metrics")).send().await;
         match res {
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => String::new(),
@@ -235,14 +232,12 @@ impl System {
 
     /// Runs `command-api migrate` and returns its exit status and stderr.
     pub async fn migrate(&self) -> (ExitStatus, String) {
-        let out = tokio::process::Command::new(binary("command-api"))
-            .arg("migrate")
+        let mut cmd = tokio::process::Command::new(binary("command-api"));
+        cmd.arg("migrate")
             .env_clear()
             .env("DATABASE_URL", self.pg.url())
-            .env("MIGRATE_WAIT_SECS", "30")
-            .output()
-            .await
-            .unwrap_or_else(|e| panic!("command-api migrate: {e}"));
+            .env("MIGRATE_WAIT_SECS", "30");
+        let out = output_within(cmd, Duration::from_secs(120), "command-api migrate").await;
         (
             out.status,
             String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -291,16 +286,26 @@ impl System {
 
     /// Runs a binary's sub-command to completion (e.g. `projector rebuild`).
     pub async fn run(&self, name: &str, args: &[&str]) -> (ExitStatus, String) {
-        let out = tokio::process::Command::new(binary(name))
-            .args(args)
-            .env_clear()
-            .envs(self.env())
-            .output()
-            .await
-            .unwrap_or_else(|e| panic!("{name} {args:?}: {e}"));
+        let mut cmd = tokio::process::Command::new(binary(name));
+        cmd.args(args).env_clear().envs(self.env());
+        let what = format!("{name} {args:?}");
+        let out = output_within(cmd, Duration::from_secs(300), &what).await;
         (
             out.status,
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+}
+
+/// Runs `cmd` to completion, killing it and failing the test after `limit`.
+async fn output_within(
+    mut cmd: tokio::process::Command,
+    limit: Duration,
+    what: &str,
+) -> std::process::Output {
+    cmd.kill_on_drop(true);
+    match tokio::time::timeout(limit, cmd.output()).await {
+        Ok(out) => out.unwrap_or_else(|e| panic!("{what}: {e}")),
+        Err(_) => panic!("{what} did not finish within {limit:?}"),
     }
 }
