@@ -255,7 +255,7 @@ COMMIT;\n",
     let sql_writes = tools::pgbench(&pg_bin(), sys.pg.port(), s.connections, s.secs, &write_sql);
     report.insert("sql_write_tx_per_s", json!(sql_writes));
     // Take the baseline's rows out again; the system must not publish them.
-    sqlx::query("DELETE FROM outbox WHERE published_at IS NULL")
+    sqlx::query("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox_pending)")
         .execute(&pool)
         .await
         .unwrap();
@@ -386,16 +386,15 @@ COMMIT;\n",
     // up), so the lag below is the steady-state lag, not queueing; the drain
     // time gives the pipeline's catch-up throughput.
     let drain_started = Instant::now();
-    let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+    let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
         .fetch_one(&pool)
         .await
         .unwrap_or(0);
     loop {
-        let unpublished: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(&pool)
-                .await
-                .unwrap_or(1);
+        let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(1);
         let groups: redis::streams::StreamInfoGroupsReply = redis::cmd("XINFO")
             .arg("GROUPS")
             .arg("sparkle:stream:events")

@@ -13,9 +13,11 @@
 //! * in a stable order without gaps: rows are taken in `(txid, id)` order and
 //!   only below the snapshot's xmin, i.e. once no older transaction can still
 //!   commit a row that would sort before them;
-//! * in batches, as one atomic pipeline (MULTI/EXEC of XADDs), then marked
-//!   published; if the process dies between the two, the batch is sent again
-//!   (at-least-once; the projector is idempotent);
+//! * in batches, as one atomic pipeline (MULTI/EXEC of XADDs), then the
+//!   relay's position (`outbox_relay`: the last `(txid, id)` published) moves
+//!   past the batch, one row update per batch rather than one per event; if
+//!   the process dies between the two, the batch is sent again (at-least-once;
+//!   the projector is idempotent);
 //! * retrying with exponential backoff while Redis is down; commands keep
 //!   succeeding meanwhile because they only need Postgres;
 //! * trimming published rows older than the retention, and expired
@@ -112,11 +114,10 @@ pub struct Relay {
     wake: Arc<Notify>,
     config: RelayConfig,
     shutdown: Shutdown,
-    /// `(txid, id)` of the last row this leader published. Every row at or
-    /// below it is published already (rows are taken in that order, and only
-    /// below the xmin horizon, where nothing can still commit), so the next
-    /// scan starts after it instead of wading through the partial index's
-    /// not-yet-vacuumed entries of published rows.
+    /// `(txid, id)` of the last published row, as stored in `outbox_relay`;
+    /// loaded when this replica becomes leader. Every row at or below it is
+    /// published (rows are taken in that order, and only below the xmin
+    /// horizon, where nothing can still commit), and none above it.
     position: Option<(String, i64)>,
 }
 
@@ -193,7 +194,7 @@ impl Relay {
     /// Publishes as leader until shutdown or a Postgres error.
     async fn lead(&mut self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         let mut redis_backoff = Duration::from_millis(100);
-        let mut maintenance = tokio::time::interval(Duration::from_secs(60));
+        let mut maintenance = tokio::time::interval(Duration::from_secs(10));
         loop {
             if self.shutdown.is_triggered() {
                 return Ok(());
@@ -231,32 +232,31 @@ impl Relay {
     }
 
     async fn publish_batch(&mut self, conn: &mut PgConnection) -> Result<usize, RelayError> {
-        const COLUMNS: &str = "SELECT id, txid::text AS txid, event_id, event_type, event_version,
+        let (txid, id) = match &self.position {
+            Some(p) => p.clone(),
+            None => {
+                let stored: (String, i64) =
+                    sqlx::query_as("SELECT last_txid::text, last_id FROM outbox_relay")
+                        .fetch_one(&mut *conn)
+                        .await?;
+                self.position = Some(stored.clone());
+                stored
+            }
+        };
+        let rows = sqlx::query(
+            "SELECT id, txid::text AS txid, event_id, event_type, event_version,
                     payload::text AS payload, traceparent, tracestate,
                     (extract(epoch FROM created_at) * 1000000)::bigint AS occurred_at_us
                FROM outbox
-              WHERE published_at IS NULL
-                AND txid < pg_snapshot_xmin(pg_current_snapshot())";
-        let rows = match &self.position {
-            None => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "{COLUMNS} ORDER BY txid, id LIMIT $1"
-                )))
-                .bind(self.config.batch_size)
-                .fetch_all(&mut *conn)
-                .await?
-            }
-            Some((txid, id)) => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "{COLUMNS} AND (txid, id) > ($2::text::xid8, $3) ORDER BY txid, id LIMIT $1"
-                )))
-                .bind(self.config.batch_size)
-                .bind(txid)
-                .bind(id)
-                .fetch_all(&mut *conn)
-                .await?
-            }
-        };
+              WHERE (txid, id) > ($2::text::xid8, $3)
+                AND txid < pg_snapshot_xmin(pg_current_snapshot())
+              ORDER BY txid, id LIMIT $1",
+        )
+        .bind(self.config.batch_size)
+        .bind(txid)
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
         if rows.is_empty() {
             return Ok(0);
         }
@@ -348,51 +348,80 @@ impl Relay {
         }
         drop(spans);
 
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        sqlx::query(
-            "UPDATE outbox SET published_at = now(), stream_id = u.sid
-               FROM unnest($1::bigint[], $2::text[]) AS u(id, sid)
-              WHERE outbox.id = u.id",
-        )
-        .bind(&ids)
-        .bind(&stream_ids)
-        .execute(&mut *conn)
-        .await?;
-        if let Some(last) = last_position {
-            self.position = Some(last);
+        if let Some((txid, id)) = last_position {
+            sqlx::query(
+                "UPDATE outbox_relay
+                    SET last_txid = $1::text::xid8, last_id = $2, last_stream_id = $3,
+                        published_at = now()",
+            )
+            .bind(&txid)
+            .bind(id)
+            .bind(stream_ids.last())
+            .execute(&mut *conn)
+            .await?;
+            self.position = Some((txid, id));
         }
         metrics::counter!("outbox_published_events_total").increment(rows.len() as u64);
         tracing::debug!(count = rows.len(), "outbox batch published");
         Ok(rows.len())
     }
 
-    /// Deletes old published rows and expired idempotency keys, a bounded amount at a time.
+    /// Deletes old published rows and expired idempotency keys.
     async fn maintain(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-        let retention_secs = self.config.retention.as_secs_f64();
-        let trimmed = sqlx::query(
+        // The oldest rows by id (≈ by age) that are published and past the
+        // retention: the window is read from the primary key's start, so a
+        // tick never scans the young rows.
+        let trimmed = trim(
+            conn,
             "DELETE FROM outbox WHERE id IN (
-                SELECT id FROM outbox
-                 WHERE published_at < now() - make_interval(secs => $1)
-                 LIMIT 10000)",
+                SELECT o.id
+                  FROM (SELECT id, txid, created_at FROM outbox ORDER BY id LIMIT $2) o,
+                       outbox_relay r
+                 WHERE (o.txid, o.id) <= (r.last_txid, r.last_id)
+                   AND o.created_at < now() - make_interval(secs => $1))",
+            self.config.retention,
         )
-        .bind(retention_secs)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        let expired = sqlx::query(
+        .await?;
+        let expired = trim(
+            conn,
             "DELETE FROM idempotency_keys WHERE (user_id, key) IN (
                 SELECT user_id, key FROM idempotency_keys
-                 WHERE created_at < now() - interval '24 hours'
-                 LIMIT 10000)",
+                 WHERE created_at < now() - make_interval(secs => $1)
+                 LIMIT $2)",
+            Duration::from_secs(24 * 3600),
         )
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        .await?;
         if trimmed + expired > 0 {
             tracing::info!(trimmed, expired, "outbox maintenance");
         }
         Ok(())
     }
+}
+
+/// Runs a bounded `DELETE` (`$1` = age in seconds, `$2` = batch size) a few
+/// times while it finds a full batch: the trim keeps up with thousands of
+/// writes per second without holding up publishing for long.
+async fn trim(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    age: Duration,
+) -> Result<u64, sqlx::Error> {
+    const BATCH: i64 = 10_000;
+    const BATCHES_PER_TICK: usize = 5;
+    let mut total = 0;
+    for _ in 0..BATCHES_PER_TICK {
+        let n = sqlx::query(sql)
+            .bind(age.as_secs_f64())
+            .bind(BATCH)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        total += n;
+        if n < BATCH as u64 {
+            break;
+        }
+    }
+    Ok(total)
 }
 
 /// Reports the outbox backlog (`outbox_backlog_events`, oldest age) every few seconds.
@@ -406,7 +435,7 @@ pub async fn report_backlog(pool: PgPool, shutdown: Shutdown) {
         let row: Result<(i64, f64), _> = sqlx::query_as(
             "SELECT count(*)::bigint,
                     coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
-               FROM outbox WHERE published_at IS NULL",
+               FROM outbox_pending",
         )
         .fetch_one(&pool)
         .await;
