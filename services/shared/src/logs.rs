@@ -90,6 +90,21 @@ impl Visit for JsonVisitor<'_> {
     }
 }
 
+/// Span fields for the JSON format: none. A line carries the span's name and
+/// ids, never its fields, so the fmt layer must not render every span's
+/// fields into a string as each span opens (its default, paid per request).
+pub struct NoSpanFields;
+
+impl<'w> FormatFields<'w> for NoSpanFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        _writer: Writer<'w>,
+        _fields: R,
+    ) -> fmt::Result {
+        Ok(())
+    }
+}
+
 /// The JSON event format.
 pub struct JsonLines;
 
