@@ -248,9 +248,11 @@ impl Relay {
                     payload::text AS payload, traceparent, tracestate,
                     (extract(epoch FROM created_at) * 1000000)::bigint AS occurred_at_us
                FROM outbox
-              WHERE (txid, id) > ($2::text::xid8, $3)
-                AND txid < pg_snapshot_xmin(pg_current_snapshot())
-              ORDER BY txid, id LIMIT $1",
+              WHERE (outbox.txid, id) > ($2::text::xid8, $3)
+                AND outbox.txid < pg_snapshot_xmin(pg_current_snapshot())
+              -- Qualified: a bare `txid` here is the text output column, whose
+              -- order is not commit order ('1000' < '999') and has no index.
+              ORDER BY outbox.txid, outbox.id LIMIT $1",
         )
         .bind(self.config.batch_size)
         .bind(txid)

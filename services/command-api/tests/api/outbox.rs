@@ -123,6 +123,24 @@ async fn with_redis_down_writes_succeed_and_every_event_arrives_once_in_order_la
     stream_of_len(&app, 1).await;
 
     app.sys.redis.stop();
+    // The 25 writes below cross a power of ten in transaction ids (999 →
+    // 1000), where text order and numeric order part: the relay must order
+    // and resume by the number.
+    let pool = app.sys.pg.pool().await;
+    let start: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let mut boundary = 10i64.pow(start.to_string().len() as u32);
+    if boundary - start < 15 {
+        boundary *= 10;
+    }
+    for _ in start..boundary - 12 {
+        sqlx::query("SELECT pg_current_xact_id()")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
     let mut ids = Vec::new();
     for i in 0..25 {
         let post = app
@@ -130,7 +148,6 @@ async fn with_redis_down_writes_succeed_and_every_event_arrives_once_in_order_la
             .await;
         ids.push(post["id"].as_str().unwrap().to_string());
     }
-    let pool = app.sys.pg.pool().await;
     let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
         .fetch_one(&pool)
         .await
