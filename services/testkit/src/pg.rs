@@ -210,11 +210,21 @@ impl Postgres {
             // Bounded: whatever holds the port if ours failed to bind may
             // accept and never answer (a Redis waits for a newline forever).
             if let Ok(opts) = opts
-                && let Ok(Ok(conn)) =
+                && let Ok(Ok(mut conn)) =
                     tokio::time::timeout(Duration::from_secs(2), opts.connect()).await
             {
+                // Ours, not another test's server that holds the port.
+                let dir: Result<String, _> = sqlx::query_scalar("SHOW data_directory")
+                    .fetch_one(&mut conn)
+                    .await;
                 let _ = conn.close().await;
-                return true;
+                let ours = |d: &str| {
+                    let canon = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+                    canon(std::path::Path::new(d)) == canon(&self.data)
+                };
+                if dir.is_ok_and(|d| ours(&d)) {
+                    return true;
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
