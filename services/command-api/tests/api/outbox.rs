@@ -261,3 +261,68 @@ async fn two_replicas_elect_one_relay_leader_and_fail_over() {
 async fn leads(svc: &Service) -> bool {
     metric_sum(&svc.metrics().await, "outbox_relay_leader ") == Some(1.0)
 }
+
+/// Scans of the outbox as Postgres counts them (sequential, index).
+async fn outbox_scans(pool: &sqlx::PgPool) -> (i64, i64) {
+    let mut conn = pool.acquire().await.unwrap();
+    // A fresh read of the shared statistics, not this session's cached one.
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query_as(
+        "SELECT seq_scan, coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'outbox'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap()
+}
+
+/// Statistics taken while the outbox was empty make a sequential scan look
+/// free; the relay must still walk its index, batch after batch, or every
+/// batch reads the whole table.
+#[tokio::test]
+async fn the_relay_reads_the_outbox_by_index_even_when_statistics_say_empty() {
+    let app = App::start().await;
+    let pool = app.sys.pg.pool().await;
+    sqlx::query("ANALYZE outbox").execute(&pool).await.unwrap();
+    let (seq_before, idx_before) = outbox_scans(&pool).await;
+    // 20 000 pending events: 40 batches, enough for Postgres to switch the
+    // relay's prepared statement to a generic plan (after 5 executions).
+    let last: i64 = sqlx::query_scalar(
+        "INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, payload)
+         SELECT gen_random_uuid(), 'post_created', 1, gen_random_uuid(), '{}'
+           FROM generate_series(1, 20000)
+         RETURNING id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .max()
+    .unwrap();
+    eventually("every event published", Duration::from_secs(60), || async {
+        let at: i64 = sqlx::query_scalar("SELECT last_id FROM outbox_relay")
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        (at >= last).then_some(())
+    })
+    .await;
+    // The relay's statistics reach the shared view within about a second of
+    // its work; wait until they show its 40 batches, then look at the scans.
+    let (seq_after, _) = eventually(
+        "the relay's scans counted",
+        Duration::from_secs(20),
+        || async {
+            let scans = outbox_scans(&pool).await;
+            (scans.1 - idx_before >= 40).then_some(scans)
+        },
+    )
+    .await;
+    assert_eq!(
+        seq_after - seq_before,
+        0,
+        "the outbox was scanned sequentially"
+    );
+}
