@@ -155,7 +155,9 @@ impl Relay {
             // outbox's statistics said "empty" would scan the whole table on
             // every batch until the next autoanalyze (measured: a quarter of
             // the machine and 50 ms of lag), so this dedicated connection
-            // never prefers a sequential scan.
+            // never prefers a sequential scan. (The penalty that setting adds
+            // to the cost of the one-row outbox_relay UPDATE is why JIT is off
+            // on every connection: see community_store::DbConfig.)
             let options = self.db.options.clone().options([("enable_seqscan", "off")]);
             let mut conn = match options.connect().await {
                 Ok(c) => c,

@@ -58,6 +58,10 @@ impl DbConfig {
             .options([
                 ("statement_timeout", "10s"),
                 ("idle_in_transaction_session_timeout", "30s"),
+                // Every statement here is a short indexed one; JIT compiling
+                // one whose estimate crosses jit_above_cost (a stale
+                // statistic is enough) costs tens of milliseconds each time.
+                ("jit", "off"),
             ])
             .application_name(env!("CARGO_PKG_NAME"))
             .log_statements(tracing::log::LevelFilter::Trace)

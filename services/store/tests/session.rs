@@ -1,0 +1,35 @@
+//! The session settings every service connection gets.
+
+use std::collections::HashMap;
+
+use community_shared::config::Env;
+use community_store::DbConfig;
+use community_testkit::Postgres;
+
+#[tokio::test]
+async fn service_connections_run_without_jit_and_with_timeouts() {
+    let pg = Postgres::start().await;
+    let vars = HashMap::from([("DATABASE_URL".to_string(), pg.url())]);
+    let config = DbConfig::from_env(&Env::new(&vars)).unwrap();
+    let pool = config.pool();
+    let settings: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, setting FROM pg_settings
+          WHERE name IN ('jit', 'statement_timeout', 'idle_in_transaction_session_timeout')
+          ORDER BY name",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let settings: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        settings,
+        [
+            ("idle_in_transaction_session_timeout", "30000"),
+            ("jit", "off"),
+            ("statement_timeout", "10000"),
+        ]
+    );
+}
