@@ -268,13 +268,10 @@ impl Relay {
         .bind(id)
         .fetch_all(&mut *conn)
         .await?;
-        if rows.is_empty() {
+        let Some(last) = rows.last() else {
             return Ok(0);
-        }
-        let last_position: Option<(String, i64)> = match rows.last() {
-            Some(r) => Some((r.try_get("txid")?, r.try_get("id")?)),
-            None => None,
         };
+        let last_position: (String, i64) = (last.try_get("txid")?, last.try_get("id")?);
         let rows = rows
             .iter()
             .map(|r| {
@@ -359,19 +356,17 @@ impl Relay {
         }
         drop(spans);
 
-        if let Some((txid, id)) = last_position {
-            sqlx::query(
-                "UPDATE outbox_relay
-                    SET last_txid = $1::text::xid8, last_id = $2, last_stream_id = $3,
-                        published_at = now()",
-            )
-            .bind(&txid)
-            .bind(id)
-            .bind(stream_ids.last())
-            .execute(&mut *conn)
-            .await?;
-            self.position = Some((txid, id));
-        }
+        sqlx::query(
+            "UPDATE outbox_relay
+                SET last_txid = $1::text::xid8, last_id = $2, last_stream_id = $3,
+                    published_at = now()",
+        )
+        .bind(&last_position.0)
+        .bind(last_position.1)
+        .bind(stream_ids.last())
+        .execute(&mut *conn)
+        .await?;
+        self.position = Some(last_position);
         metrics::counter!("outbox_published_events_total").increment(rows.len() as u64);
         tracing::debug!(count = rows.len(), "outbox batch published");
         Ok(rows.len())

@@ -26,7 +26,9 @@ use serde_json::json;
 
 use crate::shutdown::Shutdown;
 
-type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+/// What a readiness check returns, boxed so checks can be built by functions
+/// in other crates (`community_store::reachable_check`, `redis_conn::readiness_check`).
+pub type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 type CheckFn = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
 
 #[derive(Debug)]

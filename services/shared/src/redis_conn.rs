@@ -38,10 +38,7 @@ pub async fn ping(conn: &mut ConnectionManager) -> Result<(), String> {
 /// A readiness check (for [`crate::admin::ReadinessBuilder::check`]): `PING`.
 pub fn readiness_check(
     conn: ConnectionManager,
-) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
-+ Send
-+ Sync
-+ 'static {
+) -> impl Fn() -> crate::admin::CheckFuture + Send + Sync + 'static {
     move || {
         let mut c = conn.clone();
         Box::pin(async move { ping(&mut c).await })

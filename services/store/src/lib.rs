@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use community_shared::admin::CheckFuture;
 use community_shared::config::{ConfigError, Env};
 use sqlx::ConnectOptions;
 use sqlx::migrate::Migrator;
@@ -104,8 +105,6 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300" | "57014")
     }))
 }
-
-type CheckFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 
 /// A readiness check that Postgres answers (for `ReadinessBuilder::check`).
 pub fn reachable_check(pool: PgPool) -> impl Fn() -> CheckFuture + Send + Sync + 'static {

@@ -237,11 +237,7 @@ impl System {
             .env_clear()
             .env("DATABASE_URL", self.pg.url())
             .env("MIGRATE_WAIT_SECS", "30");
-        let out = output_within(cmd, Duration::from_secs(120), "command-api migrate").await;
-        (
-            out.status,
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        output_within(cmd, Duration::from_secs(120), "command-api migrate").await
     }
 
     /// Migrates, starts command-api and waits until it is ready.
@@ -289,23 +285,24 @@ impl System {
         let mut cmd = tokio::process::Command::new(binary(name));
         cmd.args(args).env_clear().envs(self.env());
         let what = format!("{name} {args:?}");
-        let out = output_within(cmd, Duration::from_secs(300), &what).await;
-        (
-            out.status,
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        output_within(cmd, Duration::from_secs(300), &what).await
     }
 }
 
-/// Runs `cmd` to completion, killing it and failing the test after `limit`.
+/// Runs `cmd` to completion and returns its exit status and stderr, killing
+/// it and failing the test after `limit`.
 async fn output_within(
     mut cmd: tokio::process::Command,
     limit: Duration,
     what: &str,
-) -> std::process::Output {
+) -> (ExitStatus, String) {
     cmd.kill_on_drop(true);
-    match tokio::time::timeout(limit, cmd.output()).await {
+    let out = match tokio::time::timeout(limit, cmd.output()).await {
         Ok(out) => out.unwrap_or_else(|e| panic!("{what}: {e}")),
         Err(_) => panic!("{what} did not finish within {limit:?}"),
-    }
+    };
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -127,20 +127,7 @@ async fn with_redis_down_writes_succeed_and_every_event_arrives_once_in_order_la
     // 1000), where text order and numeric order part: the relay must order
     // and resume by the number.
     let pool = app.sys.pg.pool().await;
-    let start: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let mut boundary = 10i64.pow(start.to_string().len() as u32);
-    if boundary - start < 15 {
-        boundary *= 10;
-    }
-    for _ in start..boundary - 12 {
-        sqlx::query("SELECT pg_current_xact_id()")
-            .execute(&pool)
-            .await
-            .unwrap();
-    }
+    advance_to_just_below_a_power_of_ten(&pool, 12).await;
     let mut ids = Vec::new();
     for i in 0..25 {
         let post = app
@@ -148,10 +135,7 @@ async fn with_redis_down_writes_succeed_and_every_event_arrives_once_in_order_la
             .await;
         ids.push(post["id"].as_str().unwrap().to_string());
     }
-    let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let backlog = pending(&pool).await.unwrap();
     assert_eq!(
         backlog, 25,
         "nothing can have been published while Redis is down"
@@ -166,13 +150,7 @@ async fn with_redis_down_writes_succeed_and_every_event_arrives_once_in_order_la
     eventually(
         "the relay's position past every outbox row",
         Duration::from_secs(20),
-        || async {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
-                .fetch_one(&pool)
-                .await
-                .ok()?;
-            (n == 0).then_some(())
-        },
+        || async { (pending(&pool).await.ok()? == 0).then_some(()) },
     )
     .await;
     let entries = stream(&app).await;
@@ -256,6 +234,33 @@ async fn two_replicas_elect_one_relay_leader_and_fail_over() {
         .await
         .unwrap();
     assert_eq!(n, 11);
+}
+
+/// Events the relay has not published yet.
+async fn pending(pool: &sqlx::PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
+        .fetch_one(pool)
+        .await
+}
+
+/// Consumes transaction ids until the next power of ten is `margin` away, so
+/// the next writes get ids on both sides of it (999 → 1000), where their text
+/// and numeric orders part.
+async fn advance_to_just_below_a_power_of_ten(pool: &sqlx::PgPool, margin: i64) {
+    let start: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let mut boundary = 10i64.pow(start.to_string().len() as u32);
+    if boundary - start <= margin {
+        boundary *= 10;
+    }
+    for _ in start..boundary - margin {
+        sqlx::query("SELECT pg_current_xact_id()")
+            .execute(pool)
+            .await
+            .unwrap();
+    }
 }
 
 async fn leads(svc: &Service) -> bool {
