@@ -142,9 +142,10 @@ async fn create_post(
     };
     let content =
         validate::content(body.content.as_deref()).map_err(|e| Problem::validation(vec![e]))?;
-    let hash = idempotency::request_hash(&raw);
+    // The body's fingerprint matters only with a key (a retry must repeat it).
+    let key = key.map(|k| (k, idempotency::request_hash(&raw)));
 
-    create_post_tx(&state, &user, key, content, hash)
+    create_post_tx(&state, &user, key, content)
         .instrument(postgres_span!("TRANSACTION create_post", "posts"))
         .await
 }
@@ -152,9 +153,8 @@ async fn create_post(
 async fn create_post_tx(
     state: &AppState,
     user: &AuthUser,
-    key: Option<String>,
+    key: Option<(String, Vec<u8>)>,
     content: String,
-    hash: Vec<u8>,
 ) -> ApiResult<Response> {
     // The common case: no Idempotency-Key and an existing author — one statement.
     if key.is_none()
@@ -167,8 +167,8 @@ async fn create_post_tx(
     // At most two rounds: the second only after losing a race on the same key.
     for round in 0..2 {
         let mut tx = state.pool.begin().await?;
-        if let Some(key) = &key
-            && let Begin::Replay(saved) = idempotency::begin(&mut tx, user.id, key, &hash).await?
+        if let Some((key, hash)) = &key
+            && let Begin::Replay(saved) = idempotency::begin(&mut tx, user.id, key, hash).await?
         {
             return Ok(replay(saved));
         }
@@ -181,8 +181,8 @@ async fn create_post_tx(
             location: Some(post_location(post.id)),
             consistency_token: Some(token.encode()),
         };
-        if let Some(key) = &key {
-            match idempotency::save(&mut tx, user.id, key, &hash, &saved).await {
+        if let Some((key, hash)) = &key {
+            match idempotency::save(&mut tx, user.id, key, hash, &saved).await {
                 Ok(()) => {}
                 Err(e) if idempotency::is_key_race(&e) && round == 0 => continue,
                 Err(e) => return Err(e.into()),
