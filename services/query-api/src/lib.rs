@@ -9,19 +9,20 @@
 pub mod config;
 pub mod cursor;
 pub mod read_model;
+pub mod resp;
 pub mod routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use community_shared::admin::{AdminServer, CheckTiming, ReadinessBuilder};
+use community_shared::admin::{AdminServer, CheckFuture, CheckTiming, ReadinessBuilder};
 use community_shared::auth::JwtVerifier;
 use community_shared::shutdown::{Shutdown, ShutdownTrigger};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::read_model::ReadModel;
+use crate::read_model::{Backend, ReadModel};
 use crate::routes::AppState;
 
 pub struct Application {
@@ -40,13 +41,13 @@ impl Application {
         trigger: ShutdownTrigger,
     ) -> Result<Self, String> {
         let shutdown = trigger.subscribe();
-        let redis = community_shared::redis_conn::connect(&config.redis_url, "REDIS_URL")
-            .map_err(|e| e.to_string())?;
+        let redis = Backend::connect(&config.redis_url, "REDIS_URL").map_err(|e| e.to_string())?;
+        let redis_check = redis.clone();
         let readiness = ReadinessBuilder::new(CheckTiming::default())
-            .check(
-                "redis",
-                community_shared::redis_conn::readiness_check(redis.clone()),
-            )
+            .check("redis", move || -> CheckFuture {
+                let redis = redis_check.clone();
+                Box::pin(async move { redis.ping().await })
+            })
             .start(shutdown.clone());
         let state = AppState {
             read_model: ReadModel::new(redis),

@@ -4,15 +4,18 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use community_shared::config::ConfigError;
 use community_shared::consistency::ConsistencyToken;
 use community_shared::keys;
 use community_shared::redis_span;
-use community_shared::views::{decode_stored, decode_stored_bytes, write_personalised};
+use community_shared::views::{decode_stored_bytes, write_personalised};
 use redis::aio::ConnectionManager;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::cursor;
+use crate::resp::{self, Reply};
 
 /// A page of a feed, rendered as JSON.
 pub struct Page {
@@ -34,98 +37,290 @@ pub enum Freshness {
     Stale,
 }
 
-/// Runs a pipeline of a views command, plus the reader's likes command when
-/// `with_likes` (anonymous readers send one command and get `L::default()`).
-async fn views_and_likes<V, L>(
-    conn: &mut ConnectionManager,
-    pipe: &redis::Pipeline,
-    with_likes: bool,
-    views_op: &str,
-    likes_op: &str,
-) -> redis::RedisResult<(V, L)>
-where
-    V: redis::FromRedisValue,
-    L: redis::FromRedisValue + Default,
-{
-    if with_likes {
-        let op = format!("PIPELINE {views_op} {likes_op}");
-        pipe.query_async(conn).instrument(redis_span!(op)).await
-    } else {
-        let (views,): (V,) = pipe
-            .query_async(conn)
-            .instrument(redis_span!(views_op))
-            .await?;
-        Ok((views, L::default()))
+/// The connection the reads go over: the lean client ([`resp`]) for plain
+/// TCP and Unix sockets, redis-rs for TLS (`rediss://`), which the lean
+/// client does not speak. Both take the same commands and give the same replies.
+#[derive(Clone)]
+pub enum Backend {
+    Lean(resp::Client),
+    RedisRs(ConnectionManager),
+}
+
+/// Commands for one round trip, encoded for the backend that sends them.
+pub enum Commands {
+    Lean(resp::Pipeline),
+    RedisRs(redis::Pipeline),
+}
+
+impl Commands {
+    pub fn command<A: AsRef<[u8]>>(&mut self, name: &str, args: &[A]) -> &mut Self {
+        match self {
+            Commands::Lean(p) => {
+                p.command(name, args);
+            }
+            Commands::RedisRs(p) => {
+                p.cmd(name);
+                for a in args {
+                    p.arg(a.as_ref());
+                }
+            }
+        }
+        self
     }
+}
+
+impl Backend {
+    /// From `REDIS_URL` (named `var` in errors). Connects lazily, like the
+    /// other services' `ConnectionManager`: 1 s to connect, 2 s per reply.
+    pub fn connect(url: &str, var: &str) -> Result<Self, ConfigError> {
+        let info = redis::Client::open(url)
+            .map(|c| c.get_connection_info().clone())
+            .map_err(|e| ConfigError {
+                var: var.to_string(),
+                problem: format!("invalid Redis URL: {e}"),
+            })?;
+        match resp::Client::new(&info, Duration::from_secs(1), Duration::from_secs(2)) {
+            Some(lean) => Ok(Backend::Lean(lean)),
+            None => community_shared::redis_conn::connect(url, var).map(Backend::RedisRs),
+        }
+    }
+
+    pub fn commands(&self) -> Commands {
+        match self {
+            Backend::Lean(_) => Commands::Lean(resp::Pipeline::new()),
+            Backend::RedisRs(_) => Commands::RedisRs(redis::pipe()),
+        }
+    }
+
+    /// Sends `commands` in one round trip; one reply per command.
+    pub async fn query(&self, commands: Commands) -> Result<Vec<Reply>, resp::Error> {
+        match (self, commands) {
+            (Backend::Lean(client), Commands::Lean(p)) => client.query(p).await,
+            (Backend::RedisRs(conn), Commands::RedisRs(p)) => {
+                let values: Vec<redis::Value> =
+                    p.query_async(&mut conn.clone()).await.map_err(error_of)?;
+                Ok(values.into_iter().map(reply_of).collect())
+            }
+            _ => Err(resp::Error::Protocol(
+                "commands built for another backend".into(),
+            )),
+        }
+    }
+
+    /// [`Self::query`] in a client span named `op`.
+    pub async fn traced(&self, commands: Commands, op: &str) -> Result<Vec<Reply>, resp::Error> {
+        self.query(commands).instrument(redis_span!(op)).await
+    }
+
+    /// One command, one reply.
+    async fn one<A: AsRef<[u8]>>(&self, name: &str, args: &[A]) -> Result<Reply, resp::Error> {
+        let mut c = self.commands();
+        c.command(name, args);
+        first(self.query(c).await?)
+    }
+
+    /// `PING`, for the readiness check.
+    pub async fn ping(&self) -> Result<(), String> {
+        match self.one("PING", &[] as &[&str]).await {
+            Ok(Reply::Status(_)) | Ok(Reply::Bulk(_)) => Ok(()),
+            Ok(other) => Err(format!("unexpected PING reply {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// redis-rs's reply as ours (RESP2 shapes; others cannot come from our commands).
+fn reply_of(v: redis::Value) -> Reply {
+    match v {
+        redis::Value::Nil => Reply::Nil,
+        redis::Value::Int(i) => Reply::Int(i),
+        redis::Value::BulkString(b) => Reply::Bulk(Bytes::from(b)),
+        redis::Value::SimpleString(s) => Reply::Status(Bytes::from(s)),
+        redis::Value::Okay => Reply::Status(Bytes::from_static(b"OK")),
+        redis::Value::Array(items) => Reply::Array(items.into_iter().map(reply_of).collect()),
+        redis::Value::ServerError(e) => Reply::Error(format!("{e:?}")),
+        other => Reply::Error(format!("unsupported reply {other:?}")),
+    }
+}
+
+/// redis-rs's error as ours: a lost or late connection, or Redis's own error reply.
+fn error_of(e: redis::RedisError) -> resp::Error {
+    if e.is_timeout() {
+        resp::Error::Timeout(Duration::from_secs(2))
+    } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+        resp::Error::Closed(e.to_string())
+    } else {
+        resp::Error::Server(e.to_string())
+    }
+}
+
+fn first(replies: Vec<Reply>) -> Result<Reply, resp::Error> {
+    replies
+        .into_iter()
+        .next()
+        .ok_or_else(|| resp::Error::Protocol("no reply".into()))
+}
+
+fn text(b: &Bytes) -> Result<&str, resp::Error> {
+    std::str::from_utf8(b).map_err(|_| resp::Error::Protocol("a key that is not UTF-8".into()))
+}
+
+/// Which page: of the feed at key `feed`, `limit` posts strictly below the
+/// cursor score `before`, with `liked_by_me` for `reader`.
+#[derive(Debug, Clone, Copy)]
+pub struct PageOf<'a> {
+    pub feed: &'a str,
+    pub limit: usize,
+    pub before: Option<i64>,
+    pub reader: Option<Uuid>,
 }
 
 #[derive(Clone)]
 pub struct ReadModel {
-    conn: ConnectionManager,
+    backend: Backend,
 }
 
-fn liked(raw: Option<&str>) -> bool {
-    raw.and_then(|v| v.parse::<i64>().ok())
+fn liked(raw: Option<&[u8]>) -> bool {
+    raw.and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
         .is_some_and(|v| v > 0)
 }
 
 impl ReadModel {
-    pub fn new(conn: ConnectionManager) -> Self {
-        Self { conn }
+    pub fn new(backend: Backend) -> Self {
+        Self { backend }
     }
 
-    /// One page of `feed_key`, newest first, strictly below `before` (a cursor score).
-    pub async fn page(
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// One page, newest first.
+    pub async fn page(&self, of: PageOf<'_>) -> Result<Page, resp::Error> {
+        if let Some(page) = self.read_page(of, false).await? {
+            return Ok(page);
+        }
+        // The page's last post left the feed between the two round trips, so
+        // its score (the next cursor) is gone: read again with the scores.
+        self.page_with_scores(of).await
+    }
+
+    /// [`Self::page`]'s fallback, which reads every score with the range: the
+    /// same page, at more cost to Redis (public so tests can compare the two).
+    pub async fn page_with_scores(&self, of: PageOf<'_>) -> Result<Page, resp::Error> {
+        self.read_page(of, true)
+            .await?
+            .ok_or_else(|| resp::Error::Protocol("a page without its cursor".into()))
+    }
+
+    /// Two round trips: the range of ids, then the views (and the reader's
+    /// likes) in one pipeline. The next cursor is the score of the page's
+    /// last post. Asking the range for every score (WITHSCORES) cost Redis a
+    /// third of its throughput on that command and doubled the reply to
+    /// parse, so by default the one score needed rides along in the second
+    /// round trip (ZSCORE); `None` when that post was removed meanwhile.
+    async fn read_page(
         &self,
-        feed_key: &str,
-        limit: usize,
-        before: Option<i64>,
-        reader: Option<Uuid>,
-    ) -> redis::RedisResult<Page> {
-        let mut conn = self.conn.clone();
+        of: PageOf<'_>,
+        with_scores: bool,
+    ) -> Result<Option<Page>, resp::Error> {
+        let PageOf {
+            feed: feed_key,
+            limit,
+            before,
+            reader,
+        } = of;
         let max = before.map_or_else(|| "+inf".to_string(), |s| format!("({s}"));
         // One more than asked, to know whether another page exists.
-        let ids: Vec<(String, f64)> = redis::cmd("ZRANGE")
-            .arg(feed_key)
-            .arg(&max)
-            .arg("-inf")
-            .arg("BYSCORE")
-            .arg("REV")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit + 1)
-            .arg("WITHSCORES")
-            .query_async(&mut conn)
-            .instrument(redis_span!("ZRANGE"))
-            .await?;
+        let fetch = itoa::Buffer::new().format(limit + 1).to_string();
+        let mut range = self.backend.commands();
+        let mut args = vec![
+            feed_key, &max, "-inf", "BYSCORE", "REV", "LIMIT", "0", &fetch,
+        ];
+        if with_scores {
+            args.push("WITHSCORES");
+        }
+        range.command("ZRANGE", &args);
+        let flat = first(self.backend.traced(range, "ZRANGE").await?)?.into_array()?;
+        let step = if with_scores { 2 } else { 1 };
+        let mut ids = Vec::with_capacity(flat.len() / step);
+        let mut scores = Vec::new();
+        let mut flat = flat.into_iter();
+        while let Some(id) = flat.next() {
+            ids.push(id.into_bytes()?.unwrap_or_default());
+            if with_scores {
+                scores.push(flat.next().map_or(Ok(None), Reply::into_bytes)?);
+            }
+        }
         let has_more = ids.len() > limit;
-        let ids = &ids[..ids.len().min(limit)];
+        ids.truncate(limit);
         let mut out = Vec::with_capacity(64);
         out.extend_from_slice(b"{\"items\":[");
         let mut items = 0;
-        if !ids.is_empty() {
-            let mut pipe = redis::pipe();
-            let view_keys: Vec<String> =
-                ids.iter().map(|(id, _)| keys::post_view_str(id)).collect();
-            pipe.cmd("MGET").arg(&view_keys);
+        let mut cursor_score = if has_more {
+            scores.get(ids.len().wrapping_sub(1)).cloned().flatten()
+        } else {
+            None
+        };
+        if let Some(last) = ids.last() {
+            let mut second = self.backend.commands();
+            let view_keys = ids
+                .iter()
+                .map(|id| text(id).map(keys::post_view_str))
+                .collect::<Result<Vec<String>, _>>()?;
+            second.command("MGET", &view_keys);
             if let Some(user) = reader {
-                pipe.cmd("HMGET")
-                    .arg(keys::user_likes(user))
-                    .arg(ids.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>());
+                let likes_key = keys::user_likes(user);
+                let mut args: Vec<&[u8]> = Vec::with_capacity(ids.len() + 1);
+                args.push(likes_key.as_bytes());
+                args.extend(ids.iter().map(|id| id.as_ref()));
+                second.command("HMGET", &args);
             }
-            // Views stay bytes: they were written as JSON by the projector and
-            // go out as they are, without a UTF-8 pass or a copy into a String.
-            let (views, likes): (Vec<Option<Vec<u8>>>, Vec<Option<String>>) =
-                views_and_likes(&mut conn, &pipe, reader.is_some(), "MGET", "HMGET").await?;
+            let want_score = has_more && !with_scores;
+            if want_score {
+                second.command("ZSCORE", &[feed_key.as_bytes(), last.as_ref()]);
+            }
+            let op = match (reader.is_some(), want_score) {
+                (false, false) => "MGET",
+                (true, false) => "PIPELINE MGET HMGET",
+                (false, true) => "PIPELINE MGET ZSCORE",
+                (true, true) => "PIPELINE MGET HMGET ZSCORE",
+            };
+            let mut replies = self.backend.traced(second, op).await?.into_iter();
+            let mut next = || {
+                replies
+                    .next()
+                    .ok_or_else(|| resp::Error::Protocol("a reply short".into()))
+            };
+            let views = next()?.into_array()?;
+            let likes = match reader {
+                Some(_) => next()?.into_array()?,
+                None => Vec::new(),
+            };
+            if want_score {
+                cursor_score = next()?.into_bytes()?;
+                if cursor_score.is_none() {
+                    return Ok(None);
+                }
+            }
+            let views = views
+                .into_iter()
+                .map(Reply::into_bytes)
+                .collect::<Result<Vec<_>, _>>()?;
+            let likes = likes
+                .into_iter()
+                .map(Reply::into_bytes)
+                .collect::<Result<Vec<_>, _>>()?;
             out.reserve(
                 views
                     .iter()
-                    .map(|v| v.as_ref().map_or(0, Vec::len))
+                    .map(|v| v.as_ref().map_or(0, Bytes::len))
                     .sum::<usize>()
                     + 64,
             );
             for (i, raw) in views.iter().enumerate() {
                 // A missing view or a tombstone: the post is gone; skip the stale feed entry.
+                // Views stay bytes: they were written as JSON by the projector and
+                // go out as they are, without a UTF-8 pass or a copy into a String.
                 let Some(json) = raw.as_deref().and_then(stored_json) else {
                     continue;
                 };
@@ -141,16 +336,19 @@ impl ReadModel {
             }
         }
         out.extend_from_slice(b"],\"next_cursor\":");
-        match ids.last() {
-            Some((_, score)) if has_more => {
+        match cursor_score {
+            Some(score) => {
+                let score: f64 = text(&score)?
+                    .parse()
+                    .map_err(|_| resp::Error::Protocol("a score that is not a number".into()))?;
                 out.push(b'"');
-                out.extend_from_slice(cursor::encode(*score as i64).as_bytes());
+                out.extend_from_slice(cursor::encode(score as i64).as_bytes());
                 out.push(b'"');
             }
-            _ => out.extend_from_slice(b"null"),
+            None => out.extend_from_slice(b"null"),
         }
         out.push(b'}');
-        Ok(Page { json: out, items })
+        Ok(Some(Page { json: out, items }))
     }
 
     /// One post view, or `None` when absent or deleted.
@@ -158,16 +356,20 @@ impl ReadModel {
         &self,
         post: Uuid,
         reader: Option<Uuid>,
-    ) -> redis::RedisResult<Option<Vec<u8>>> {
-        let mut conn = self.conn.clone();
+    ) -> Result<Option<Vec<u8>>, resp::Error> {
         let id = post.to_string();
-        let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(keys::post_view(post));
-        if let Some(user) = reader {
-            pipe.cmd("HGET").arg(keys::user_likes(user)).arg(&id);
-        }
-        let (raw, like): (Option<Vec<u8>>, Option<String>) =
-            views_and_likes(&mut conn, &pipe, reader.is_some(), "GET", "HGET").await?;
+        let mut c = self.backend.commands();
+        c.command("GET", &[keys::post_view(post)]);
+        let op = match reader {
+            Some(user) => {
+                c.command("HGET", &[keys::user_likes(user), id]);
+                "PIPELINE GET HGET"
+            }
+            None => "GET",
+        };
+        let mut replies = self.backend.traced(c, op).await?.into_iter();
+        let raw = replies.next().map_or(Ok(None), Reply::into_bytes)?;
+        let like = replies.next().map_or(Ok(None), Reply::into_bytes)?;
         let Some(json) = raw.as_deref().and_then(stored_json) else {
             return Ok(None);
         };
@@ -177,36 +379,37 @@ impl ReadModel {
     }
 
     /// Whether the read model already holds the write a token names.
-    pub async fn holds(&self, token: &ConsistencyToken) -> redis::RedisResult<bool> {
-        let mut conn = self.conn.clone();
+    pub async fn holds(&self, token: &ConsistencyToken) -> Result<bool, resp::Error> {
+        let view_version = |raw: Option<Bytes>| {
+            raw.as_deref()
+                .and_then(decode_stored_bytes)
+                .map(|(v, _)| v.post)
+        };
         Ok(match token {
             ConsistencyToken::Post { post_id, version } => {
-                let raw: Option<String> = redis::cmd("GET")
-                    .arg(keys::post_view(*post_id))
-                    .query_async(&mut conn)
-                    .await?;
-                raw.as_deref()
-                    .and_then(decode_stored)
-                    .is_some_and(|(v, _)| v.post >= *version)
+                let raw = self.get(keys::post_view(*post_id)).await?;
+                view_version(raw).is_some_and(|v| v >= *version)
             }
             ConsistencyToken::PostDeleted { post_id, version } => {
-                let raw: Option<String> = redis::cmd("GET")
-                    .arg(keys::post_view(*post_id))
-                    .query_async(&mut conn)
-                    .await?;
-                match raw.as_deref().and_then(decode_stored) {
-                    None => true,
-                    Some((v, _)) => v.post >= *version,
-                }
+                let raw = self.get(keys::post_view(*post_id)).await?;
+                view_version(raw).is_none_or(|v| v >= *version)
             }
             ConsistencyToken::Profile { user_id, version } => {
-                let raw: Option<i64> = redis::cmd("GET")
-                    .arg(keys::profile_version(*user_id))
-                    .query_async(&mut conn)
-                    .await?;
-                raw.is_some_and(|v| v >= *version)
+                match self.get(keys::profile_version(*user_id)).await? {
+                    None => false,
+                    Some(raw) => {
+                        let stored: i64 = text(&raw)?.parse().map_err(|_| {
+                            resp::Error::Protocol("a profile version that is not a number".into())
+                        })?;
+                        stored >= *version
+                    }
+                }
             }
         })
+    }
+
+    async fn get(&self, key: String) -> Result<Option<Bytes>, resp::Error> {
+        self.backend.one("GET", &[key]).await?.into_bytes()
     }
 
     /// Waits, polling with a short backoff, until the read model holds `token` or `bound` passes.
@@ -214,7 +417,7 @@ impl ReadModel {
         &self,
         token: &ConsistencyToken,
         bound: Duration,
-    ) -> redis::RedisResult<Freshness> {
+    ) -> Result<Freshness, resp::Error> {
         let started = Instant::now();
         let mut delay = Duration::from_millis(1);
         let outcome = loop {

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::cursor;
-use crate::read_model::{Freshness, ReadModel};
+use crate::read_model::{Freshness, PageOf, ReadModel};
 
 pub const BASE: &str = "/api/v1/community";
 const CONSISTENCY_TOKEN: &str = "x-consistency-token";
@@ -95,7 +95,7 @@ fn parse_token(
     .transpose()
 }
 
-fn unavailable(e: redis::RedisError) -> Problem {
+fn unavailable(e: crate::resp::Error) -> Problem {
     tracing::warn!(error = %e, "Redis unavailable");
     Problem::unavailable("the read model is unavailable; try again shortly", 1)
 }
@@ -141,7 +141,12 @@ async fn feed(
     let freshness = wait(&state, token).await?;
     let page = state
         .read_model
-        .page(&key, limit, before, reader)
+        .page(PageOf {
+            feed: &key,
+            limit,
+            before,
+            reader,
+        })
         .await
         .map_err(unavailable)?;
     tracing::debug!(items = page.items, "feed page");

@@ -5,6 +5,8 @@ use std::time::Duration;
 use community_testkit::{Claims, System, TEST_SECRET, binary, eventually, token_with};
 use reqwest::StatusCode;
 
+mod backends;
+
 const BASE: &str = "/api/v1/community";
 
 #[tokio::test]
