@@ -78,6 +78,19 @@ impl TelemetryConfig {
     }
 }
 
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans leave the process (`OTEL_EXPORTER_OTLP_ENDPOINT` is set).
+///
+/// Client spans — one per Redis command or Postgres transaction, see
+/// [`redis_span!`](crate::redis_span) — are made only then: with export off
+/// nothing reads them (log lines carry the ids of the enclosing server or
+/// consumer span, which always exists), and they cost about a tenth of a
+/// feed request.
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Keeps the trace pipeline alive; call [`Telemetry::shutdown`] before exit to flush spans.
 pub struct Telemetry {
     provider: SdkTracerProvider,
@@ -118,6 +131,10 @@ impl Telemetry {
             builder = builder.with_batch_exporter(exporter);
         }
         let provider = builder.build();
+        EXPORTING.store(
+            config.otlp_endpoint.is_some(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
 
         let filter = EnvFilter::try_new(&config.log_filter).map_err(|e| e.to_string())?;
         // Every request opens a few spans, so their cost is per request: no
@@ -206,14 +223,26 @@ impl opentelemetry::propagation::Extractor for MapCarrier<'_> {
     }
 }
 
+/// A CLIENT span named `$name` with `$fields`, or a disabled span when traces
+/// are not exported (see [`exporting`]).
+#[macro_export]
+macro_rules! client_span {
+    ($name:literal, $($fields:tt)*) => {
+        if $crate::telemetry::exporting() {
+            tracing::info_span!($name, otel.kind = "client", $($fields)*)
+        } else {
+            tracing::Span::none()
+        }
+    };
+}
+
 /// A CLIENT span for one Redis command or pipeline (OpenTelemetry database conventions).
 #[macro_export]
 macro_rules! redis_span {
     ($op:expr) => {
-        tracing::info_span!(
+        $crate::client_span!(
             "redis",
             otel.name = %$op,
-            otel.kind = "client",
             db.system.name = "redis",
             db.operation.name = %$op,
         )
@@ -224,10 +253,9 @@ macro_rules! redis_span {
 #[macro_export]
 macro_rules! postgres_span {
     ($op:expr, $collection:expr) => {
-        tracing::info_span!(
+        $crate::client_span!(
             "postgres",
             otel.name = %$op,
-            otel.kind = "client",
             db.system.name = "postgresql",
             db.operation.name = %$op,
             db.collection.name = %$collection,
