@@ -418,10 +418,12 @@ COMMIT;\n",
         ],
         "feed_errors",
     );
-    // Not a target: the Redis client library alone, without HTTP or our code.
-    let client_pages =
-        client::pages_per_s(sys.redis.conn().await, s.connections as usize, s.secs).await;
-    report.insert("redis_client_pages_per_s", json!(client_pages));
+    // Not targets: the client libraries alone, without HTTP.
+    let n = s.connections as usize;
+    let rs = client::redis_rs(sys.redis.conn().await, n, s.secs).await;
+    report.insert("redis_rs_client_pages_per_s", json!(rs));
+    let lean = client::read_model(&sys.redis.url(), n, s.secs).await;
+    report.insert("read_model_pages_per_s", json!(lean));
 
     let sample: Vec<String> =
         sqlx::query_scalar("SELECT id::text FROM posts ORDER BY random() LIMIT 1000")
