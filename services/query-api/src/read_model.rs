@@ -1,6 +1,7 @@
 //! Reads of the Redis read model: feed pages, single views, like states and
-//! read-your-writes checks. Two round trips per page at most: the feed range,
-//! then one pipeline with the views (MGET) and the reader's likes (HMGET).
+//! read-your-writes checks. Two round trips per page: the feed range, then
+//! one pipeline with the views (MGET), the reader's likes (HMGET) and the
+//! next cursor (ZSCORE).
 
 use std::time::{Duration, Instant};
 
@@ -8,8 +9,8 @@ use bytes::Bytes;
 use community_shared::config::ConfigError;
 use community_shared::consistency::ConsistencyToken;
 use community_shared::keys;
-use community_shared::redis_span;
 use community_shared::views::{decode_stored_bytes, write_personalised};
+use community_shared::{redis_conn, redis_span};
 use redis::aio::ConnectionManager;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -70,18 +71,13 @@ impl Commands {
 }
 
 impl Backend {
-    /// From `REDIS_URL` (named `var` in errors). Connects lazily, like the
-    /// other services' `ConnectionManager`: 1 s to connect, 2 s per reply.
+    /// From `REDIS_URL` (named `var` in errors). Connects lazily, with the
+    /// deadlines of every other Redis connection here (`redis_conn`).
     pub fn connect(url: &str, var: &str) -> Result<Self, ConfigError> {
-        let info = redis::Client::open(url)
-            .map(|c| c.get_connection_info().clone())
-            .map_err(|e| ConfigError {
-                var: var.to_string(),
-                problem: format!("invalid Redis URL: {e}"),
-            })?;
-        match resp::Client::new(&info, Duration::from_secs(1), Duration::from_secs(2)) {
+        let client = redis_conn::client(url, var)?;
+        match resp::Client::new(client.get_connection_info()) {
             Some(lean) => Ok(Backend::Lean(lean)),
-            None => community_shared::redis_conn::connect(url, var).map(Backend::RedisRs),
+            None => redis_conn::manager(client, var).map(Backend::RedisRs),
         }
     }
 
@@ -146,7 +142,7 @@ fn reply_of(v: redis::Value) -> Reply {
 /// redis-rs's error as ours: a lost or late connection, or Redis's own error reply.
 fn error_of(e: redis::RedisError) -> resp::Error {
     if e.is_timeout() {
-        resp::Error::Timeout(Duration::from_secs(2))
+        resp::Error::Timeout(redis_conn::RESPONSE_TIMEOUT)
     } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
         resp::Error::Closed(e.to_string())
     } else {
@@ -162,7 +158,13 @@ fn first(replies: Vec<Reply>) -> Result<Reply, resp::Error> {
 }
 
 fn text(b: &Bytes) -> Result<&str, resp::Error> {
-    std::str::from_utf8(b).map_err(|_| resp::Error::Protocol("a key that is not UTF-8".into()))
+    std::str::from_utf8(b).map_err(|_| resp::Error::Protocol("a reply that is not UTF-8".into()))
+}
+
+fn number<T: std::str::FromStr>(b: &Bytes, what: &str) -> Result<T, resp::Error> {
+    text(b)?
+        .parse()
+        .map_err(|_| resp::Error::Protocol(format!("{what} that is not a number")))
 }
 
 /// Which page: of the feed at key `feed`, `limit` posts strictly below the
@@ -241,14 +243,14 @@ impl ReadModel {
         }
         range.command("ZRANGE", &args);
         let flat = first(self.backend.traced(range, "ZRANGE").await?)?.into_array()?;
-        let step = if with_scores { 2 } else { 1 };
-        let mut ids = Vec::with_capacity(flat.len() / step);
-        let mut scores = Vec::new();
-        let mut flat = flat.into_iter();
-        while let Some(id) = flat.next() {
-            ids.push(id.into_bytes()?.unwrap_or_default());
-            if with_scores {
-                scores.push(flat.next().map_or(Ok(None), Reply::into_bytes)?);
+        // [id, id, ...], or [id, score, id, score, ...] with the scores.
+        let (mut ids, mut scores) = (Vec::with_capacity(flat.len()), Vec::new());
+        for (i, reply) in flat.into_iter().enumerate() {
+            let value = reply.into_bytes()?.unwrap_or_default();
+            if with_scores && i % 2 == 1 {
+                scores.push(value);
+            } else {
+                ids.push(value);
             }
         }
         let has_more = ids.len() > limit;
@@ -256,8 +258,10 @@ impl ReadModel {
         let mut out = Vec::with_capacity(64);
         out.extend_from_slice(b"{\"items\":[");
         let mut items = 0;
+        // The next cursor: the last kept post's score, from the range when it
+        // carried the scores, else by ZSCORE in the second round trip.
         let mut cursor_score = if has_more {
-            scores.get(ids.len().wrapping_sub(1)).cloned().flatten()
+            limit.checked_sub(1).and_then(|i| scores.get(i)).cloned()
         } else {
             None
         };
@@ -338,9 +342,7 @@ impl ReadModel {
         out.extend_from_slice(b"],\"next_cursor\":");
         match cursor_score {
             Some(score) => {
-                let score: f64 = text(&score)?
-                    .parse()
-                    .map_err(|_| resp::Error::Protocol("a score that is not a number".into()))?;
+                let score: f64 = number(&score, "a score")?;
                 out.push(b'"');
                 out.extend_from_slice(cursor::encode(score as i64).as_bytes());
                 out.push(b'"');
@@ -397,12 +399,7 @@ impl ReadModel {
             ConsistencyToken::Profile { user_id, version } => {
                 match self.get(keys::profile_version(*user_id)).await? {
                     None => false,
-                    Some(raw) => {
-                        let stored: i64 = text(&raw)?.parse().map_err(|_| {
-                            resp::Error::Protocol("a profile version that is not a number".into())
-                        })?;
-                        stored >= *version
-                    }
+                    Some(raw) => number::<i64>(&raw, "a profile version")? >= *version,
                 }
             }
         })

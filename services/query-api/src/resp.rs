@@ -1,8 +1,8 @@
 //! A lean RESP2 client for query-api's reads.
 //!
 //! Why not redis-rs here: its reply parser is built from parser combinators,
-//! and on the feed's two round trips (ZRANGE of 21 ids with scores, MGET of
-//! 20 views) it took a fifth of query-api's CPU; redis-rs alone reached about
+//! and on the feed's two round trips (then a ZRANGE of 21 ids with scores,
+//! an MGET of 20 views) it took a fifth of query-api's CPU; redis-rs alone reached about
 //! half of `redis-benchmark`'s feed pages/s on the benchmark machine, so the
 //! service could not come near the ceiling whatever it did on top
 //! (docs/benchmarks.md). This client does only what the read path needs:
@@ -14,16 +14,17 @@
 //! Failure behaviour matches the `ConnectionManager` it replaces: the
 //! connection is made lazily (a process starts while Redis is down), every
 //! query has a response deadline, a broken or late connection is dropped
-//! and the next query reconnects, and while Redis is unreachable queries
-//! fail fast instead of each waiting for a connect timeout.
+//! and the next query reconnects, and queries that arrive while a connect
+//! attempt is under way wait for it and share its outcome instead of each
+//! waiting for a connect timeout of their own.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use community_shared::redis_conn::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -137,14 +138,12 @@ enum Target {
     Unix(PathBuf),
 }
 
-#[derive(Debug, Clone)]
+/// No `Debug`: it holds the password.
 struct Settings {
     target: Target,
     username: Option<String>,
     password: Option<String>,
     db: i64,
-    connect_timeout: Duration,
-    response_timeout: Duration,
 }
 
 /// A shared, self-healing, pipelined connection. Cheap to clone.
@@ -159,11 +158,8 @@ pub struct Client {
 
 impl Client {
     /// `None` for TLS (`rediss://`), which this client does not speak.
-    pub fn new(
-        info: &redis::ConnectionInfo,
-        connect_timeout: Duration,
-        response_timeout: Duration,
-    ) -> Option<Self> {
+    /// Deadlines: [`CONNECT_TIMEOUT`] and [`RESPONSE_TIMEOUT`], as for every Redis connection here.
+    pub fn new(info: &redis::ConnectionInfo) -> Option<Self> {
         let target = match info.addr() {
             redis::ConnectionAddr::Tcp(host, port) => Target::Tcp(host.clone(), *port),
             redis::ConnectionAddr::Unix(path) => Target::Unix(path.clone()),
@@ -176,8 +172,6 @@ impl Client {
                 username: redis.username().map(str::to_string),
                 password: redis.password().map(str::to_string),
                 db: redis.db(),
-                connect_timeout,
-                response_timeout,
             }),
             current: Arc::new(Mutex::new(None)),
             connecting: Arc::new(tokio::sync::Mutex::new(None)),
@@ -186,6 +180,10 @@ impl Client {
 
     /// Sends `pipeline` and returns one reply per command.
     pub async fn query(&self, pipeline: Pipeline) -> Result<Vec<Reply>, Error> {
+        // Nothing to wait for: queued, it would take the next request's reply.
+        if pipeline.is_empty() {
+            return Ok(Vec::new());
+        }
         let conn = self.conn().await?;
         self.send(&conn, pipeline.bytes, pipeline.count).await
     }
@@ -196,13 +194,13 @@ impl Client {
             conn.close();
             return Err(Error::Closed("the connection has shut down".into()));
         }
-        match tokio::time::timeout(self.settings.response_timeout, rx).await {
+        match tokio::time::timeout(RESPONSE_TIMEOUT, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::Closed("the connection has shut down".into())),
             Err(_) => {
                 // A late reply may never come (a black-holed peer): start over.
                 conn.close();
-                Err(Error::Timeout(self.settings.response_timeout))
+                Err(Error::Timeout(RESPONSE_TIMEOUT))
             }
         }
     }
@@ -226,7 +224,7 @@ impl Client {
         if last_failure.is_some_and(|t| t >= asked) {
             return Err(Error::Connect("Redis is unreachable".into()));
         }
-        let attempt = tokio::time::timeout(self.settings.connect_timeout, self.connect()).await;
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await;
         match attempt {
             Ok(Ok(conn)) => {
                 *last_failure = None;
@@ -241,7 +239,7 @@ impl Client {
                 *last_failure = Some(Instant::now());
                 Err(Error::Connect(format!(
                     "no connection within {:?}",
-                    self.settings.connect_timeout
+                    CONNECT_TIMEOUT
                 )))
             }
         }
@@ -312,16 +310,15 @@ struct Conn {
     state: Arc<State>,
 }
 
-/// What the two tasks share with the handles. The tasks hold no request
-/// sender, so they end when the last handle is dropped.
+/// What the two tasks share with the handles: whether the connection is
+/// closed. The tasks hold no request sender, so they end when the last
+/// handle is dropped.
 struct State {
-    open: AtomicBool,
     closed: watch::Sender<bool>,
 }
 
 impl State {
     fn close(&self) {
-        self.open.store(false, Ordering::Release);
         self.closed.send_replace(true);
     }
 }
@@ -334,7 +331,6 @@ impl Conn {
     {
         let (requests, rx) = mpsc::unbounded_channel();
         let state = Arc::new(State {
-            open: AtomicBool::new(true),
             closed: watch::channel(false).0,
         });
         let queue: Queue = Arc::default();
@@ -344,7 +340,7 @@ impl Conn {
     }
 
     fn is_open(&self) -> bool {
-        self.state.open.load(Ordering::Acquire)
+        !*self.state.closed.borrow()
     }
 
     fn close(&self) {
@@ -648,6 +644,17 @@ mod tests {
             Reply::Int(1).into_bytes(),
             Err(Error::Protocol(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn an_empty_pipeline_is_answered_without_a_round_trip() {
+        // Port 1: nothing listens; the answer must not need a connection.
+        let info = redis::Client::open("redis://127.0.0.1:1/").unwrap();
+        let client = Client::new(info.get_connection_info()).unwrap();
+        assert_eq!(client.query(Pipeline::new()).await.unwrap(), Vec::new());
+        let mut ping = Pipeline::new();
+        ping.command("PING", &[] as &[&str]);
+        assert!(matches!(client.query(ping).await, Err(Error::Connect(_))));
     }
 
     proptest! {
