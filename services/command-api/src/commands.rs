@@ -10,7 +10,7 @@ use community_shared::events::DomainEvent;
 use community_shared::problem::Problem;
 use community_shared::views::{AuthorView, PostView, rfc3339};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::error::ApiResult;
@@ -136,7 +136,7 @@ pub async fn ensure_user(
     )
 }
 
-fn author_from_row(row: &sqlx::postgres::PgRow) -> Result<AuthorView, sqlx::Error> {
+pub(crate) fn author_from_row(row: &sqlx::postgres::PgRow) -> Result<AuthorView, sqlx::Error> {
     Ok(AuthorView {
         id: row.try_get("id")?,
         username: row.try_get("username")?,
@@ -145,16 +145,15 @@ fn author_from_row(row: &sqlx::postgres::PgRow) -> Result<AuthorView, sqlx::Erro
     })
 }
 
-/// The view and token of a post just inserted (`row` holds its `version`, `created_at`).
-fn new_post(
+/// The view and token of a post just inserted (at `version`, `created_at`).
+pub fn new_post(
     post_id: Uuid,
     author: AuthorView,
     content: String,
-    row: &sqlx::postgres::PgRow,
-) -> Result<(PostView, ConsistencyToken), sqlx::Error> {
-    let version: i64 = row.try_get("version")?;
-    let created_at: DateTime<Utc> = row.try_get("created_at")?;
-    Ok((
+    version: i64,
+    created_at: DateTime<Utc>,
+) -> (PostView, ConsistencyToken) {
+    (
         PostView {
             id: post_id,
             author,
@@ -164,46 +163,7 @@ fn new_post(
             liked_by_me: false,
         },
         ConsistencyToken::Post { post_id, version },
-    ))
-}
-
-/// `POST /posts` for an author who already has a profile, in one statement
-/// (autocommit): the post and its outbox event, atomically, in one round trip.
-/// `None` when the author has no profile yet (the caller provisions one).
-pub async fn create_post_fast(
-    pool: &PgPool,
-    author_id: Uuid,
-    content: &str,
-) -> ApiResult<Option<(PostView, ConsistencyToken)>> {
-    let post_id = Uuid::now_v7();
-    let event = outbox::EventRow::new(&DomainEvent::PostCreated { post_id, author_id });
-    let row = sqlx::query(
-        "WITH author AS (
-             SELECT id, username, display_name, avatar_url FROM users WHERE id = $2
-         ), post AS (
-             INSERT INTO posts (id, author_id, content) SELECT $1, id, $3 FROM author
-             RETURNING version, created_at
-         ), event AS (
-             INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, payload, traceparent, tracestate)
-             SELECT $4, $5, $6, $1, $7, $8, $9 FROM post
-         )
-         SELECT a.id, a.username, a.display_name, a.avatar_url, p.version, p.created_at
-           FROM author a, post p",
     )
-    .bind(post_id)
-    .bind(author_id)
-    .bind(content)
-    .bind(event.event_id)
-    .bind(event.event_type)
-    .bind(event.version)
-    .bind(sqlx::types::Json(event.payload))
-    .bind(event.traceparent)
-    .bind(event.tracestate)
-    .fetch_optional(pool)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let author = author_from_row(&row)?;
-    Ok(Some(new_post(post_id, author, content.to_string(), &row)?))
 }
 
 /// `POST /posts`.
@@ -230,7 +190,13 @@ pub async fn create_post(
         },
     )
     .await?;
-    Ok(new_post(post_id, author, content, &row)?)
+    Ok(new_post(
+        post_id,
+        author,
+        content,
+        row.try_get("version")?,
+        row.try_get("created_at")?,
+    ))
 }
 
 /// `DELETE /posts/{id}`: author only; deleting twice is 404.

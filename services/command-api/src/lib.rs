@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod idempotency;
 pub mod outbox;
+pub mod post_batch;
 pub mod routes;
 pub mod validate;
 
@@ -65,6 +66,7 @@ impl Application {
             pool: pool.clone(),
             verifier: Arc::new(JwtVerifier::new(&config.auth)),
             relay_wake: relay_wake.clone(),
+            posts: post_batch::PostWriter::start(pool.clone()),
         };
         let router =
             community_shared::http::with_api_layers(routes::router(state), config.request_timeout);

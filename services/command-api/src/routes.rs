@@ -24,6 +24,7 @@ use uuid::Uuid;
 use crate::commands::{self, ProfileInput};
 use crate::error::{ApiError, ApiResult};
 use crate::idempotency::{self, Begin, SavedResponse};
+use crate::post_batch::PostWriter;
 use crate::validate;
 
 pub const BASE: &str = "/api/v1/community";
@@ -37,6 +38,8 @@ pub struct AppState {
     pub verifier: Arc<JwtVerifier>,
     /// Wakes the outbox relay right after a commit.
     pub relay_wake: Arc<Notify>,
+    /// Writes posts of existing authors in batches.
+    pub posts: PostWriter,
 }
 
 impl HasVerifier for AppState {
@@ -156,12 +159,14 @@ async fn create_post_tx(
     key: Option<(String, Vec<u8>)>,
     content: String,
 ) -> ApiResult<Response> {
-    // The common case: no Idempotency-Key and an existing author — one statement.
+    // The common case: no Idempotency-Key and an existing author — one
+    // statement, shared with the other posts being written at the same time.
     if key.is_none()
-        && let Some((post, token)) =
-            commands::create_post_fast(&state.pool, user.id, &content).await?
+        && let Some(w) = state.posts.create(user.id, content.clone()).await?
     {
         state.relay_wake.notify_one();
+        let (post, token) =
+            commands::new_post(w.post_id, w.author, content, w.version, w.created_at);
         return Ok(created(&post, &token));
     }
     // At most two rounds: the second only after losing a race on the same key.

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::read_model::{Backend, ReadModel};
-use crate::routes::AppState;
+use crate::routes::{AppState, Shared};
 
 pub struct Application {
     listener: TcpListener,
@@ -49,11 +49,11 @@ impl Application {
                 Box::pin(async move { redis.ping().await })
             })
             .start(shutdown.clone());
-        let state = AppState {
+        let state = AppState::new(Shared {
             read_model: ReadModel::new(redis),
             verifier: config.auth.as_ref().map(|a| Arc::new(JwtVerifier::new(a))),
             consistency_wait: config.consistency_wait,
-        };
+        });
         let router =
             community_shared::http::with_api_layers(routes::router(state), config.request_timeout);
         let listener = community_shared::http::bind("HTTP_ADDR", config.http_addr).await?;

@@ -4,8 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::FromRequestParts;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use community_shared::auth::{HasVerifier, JwtVerifier, MaybeAuthUser};
@@ -26,11 +28,28 @@ const OPENAPI: &str = include_str!("../openapi.json");
 pub const DEFAULT_LIMIT: usize = 20;
 pub const MAX_LIMIT: usize = 100;
 
+/// What the handlers share, behind one `Arc`: every request clones it.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub read_model: ReadModel,
     pub verifier: Option<Arc<JwtVerifier>>,
     pub consistency_wait: Duration,
+}
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl HasVerifier for AppState {
@@ -76,12 +95,24 @@ fn parse_cursor(raw: Option<&str>) -> Result<Option<i64>, Problem> {
         .transpose()
 }
 
+/// The `X-Consistency-Token` header, taken alone (a `HeaderMap` extractor
+/// would copy every header of every request).
+pub struct TokenHeader(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for TokenHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get(CONSISTENCY_TOKEN).cloned()))
+    }
+}
+
 /// The read-your-writes token from the header or the query parameter.
 fn parse_token(
-    headers: &HeaderMap,
+    header: &TokenHeader,
     param: Option<&str>,
 ) -> Result<Option<ConsistencyToken>, Problem> {
-    let raw = match headers.get(CONSISTENCY_TOKEN) {
+    let raw = match &header.0 {
         Some(v) => Some(
             v.to_str()
                 .map_err(|_| Problem::bad_request("X-Consistency-Token is not valid"))?,
@@ -132,12 +163,12 @@ async fn feed(
     state: AppState,
     key: String,
     reader: Option<Uuid>,
-    headers: HeaderMap,
+    token_header: TokenHeader,
     params: Params,
 ) -> Result<Response, Problem> {
     let limit = parse_limit(params.limit.as_deref())?;
     let before = parse_cursor(params.cursor.as_deref())?;
-    let token = parse_token(&headers, params.consistency_token.as_deref())?;
+    let token = parse_token(&token_header, params.consistency_token.as_deref())?;
     let freshness = wait(&state, token).await?;
     let page = state
         .read_model
@@ -156,14 +187,14 @@ async fn feed(
 async fn global_feed(
     State(state): State<AppState>,
     MaybeAuthUser(user): MaybeAuthUser,
-    headers: HeaderMap,
+    token_header: TokenHeader,
     QueryParams(params): QueryParams<Params>,
 ) -> Result<Response, Problem> {
     feed(
         state,
         keys::GLOBAL_FEED.to_string(),
         user.map(|u| u.id),
-        headers,
+        token_header,
         params,
     )
     .await
@@ -173,14 +204,14 @@ async fn author_feed(
     State(state): State<AppState>,
     MaybeAuthUser(user): MaybeAuthUser,
     PathParam(author): PathParam<Uuid>,
-    headers: HeaderMap,
+    token_header: TokenHeader,
     QueryParams(params): QueryParams<Params>,
 ) -> Result<Response, Problem> {
     feed(
         state,
         keys::author_feed(author),
         user.map(|u| u.id),
-        headers,
+        token_header,
         params,
     )
     .await
@@ -190,10 +221,10 @@ async fn post(
     State(state): State<AppState>,
     MaybeAuthUser(user): MaybeAuthUser,
     PathParam(post_id): PathParam<Uuid>,
-    headers: HeaderMap,
+    token_header: TokenHeader,
     QueryParams(params): QueryParams<Params>,
 ) -> Result<Response, Problem> {
-    let token = parse_token(&headers, params.consistency_token.as_deref())?;
+    let token = parse_token(&token_header, params.consistency_token.as_deref())?;
     let freshness = wait(&state, token).await?;
     match state
         .read_model

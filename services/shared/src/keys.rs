@@ -25,8 +25,14 @@ pub fn post_view(post_id: Uuid) -> String {
 }
 
 /// [`post_view`] for an id already in text form (as read from a feed).
+/// Built without `format!`: a feed page makes one per post.
 pub fn post_view_str(post_id: &str) -> String {
-    format!("sparkle:post:{{{post_id}}}")
+    const PREFIX: &str = "sparkle:post:{";
+    let mut key = String::with_capacity(PREFIX.len() + post_id.len() + 1);
+    key.push_str(PREFIX);
+    key.push_str(post_id);
+    key.push('}');
+    key
 }
 
 /// One author's feed.

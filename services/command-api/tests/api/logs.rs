@@ -52,6 +52,24 @@ async fn logs_are_json_lines_and_never_carry_secrets() {
         },
     )
     .await;
+    // With the access log on, requests get a server span even with export
+    // off, so their log lines carry a trace id.
+    let access: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("request completed"))
+        .collect();
+    assert_eq!(
+        access.len(),
+        2,
+        "one access log line per request: {lines:?}"
+    );
+    for line in access {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            v["trace_id"].as_str().is_some_and(|t| t.len() == 32),
+            "{line}"
+        );
+    }
     for line in &lines {
         let v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
