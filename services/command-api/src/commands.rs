@@ -146,7 +146,7 @@ pub(crate) fn author_from_row(row: &sqlx::postgres::PgRow) -> Result<AuthorView,
 }
 
 /// The view and token of a post just inserted (at `version`, `created_at`).
-pub fn new_post(
+pub(crate) fn new_post(
     post_id: Uuid,
     author: AuthorView,
     content: String,

@@ -19,14 +19,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use community_shared::consistency::ConsistencyToken;
 use community_shared::events::DomainEvent;
 use community_shared::problem::Problem;
-use community_shared::views::AuthorView;
+use community_shared::views::{AuthorView, PostView};
 use sqlx::{PgPool, Row};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::commands::author_from_row;
+use crate::commands::{author_from_row, new_post};
 use crate::error::{ApiError, ApiResult};
 use crate::outbox::EventRow;
 
@@ -38,11 +39,10 @@ pub const IN_FLIGHT: usize = 4;
 const QUEUE: usize = 4 * MAX_BATCH;
 
 /// A post as written: its author's profile and its first version.
-pub struct Written {
-    pub post_id: Uuid,
-    pub author: AuthorView,
-    pub version: i64,
-    pub created_at: DateTime<Utc>,
+struct Written {
+    author: AuthorView,
+    version: i64,
+    created_at: DateTime<Utc>,
 }
 
 struct Job {
@@ -70,7 +70,11 @@ impl PostWriter {
 
     /// Writes a post and its `post_created` event; `None` when the author has
     /// no profile yet (nothing is written then).
-    pub async fn create(&self, author_id: Uuid, content: String) -> ApiResult<Option<Written>> {
+    pub async fn create(
+        &self,
+        author_id: Uuid,
+        content: &str,
+    ) -> ApiResult<Option<(PostView, ConsistencyToken)>> {
         let post_id = Uuid::now_v7();
         // Taken here, in the request's task: the event carries its trace context.
         let event = EventRow::new(&DomainEvent::PostCreated { post_id, author_id });
@@ -78,14 +82,23 @@ impl PostWriter {
         let job = Job {
             post_id,
             author_id,
-            content,
+            content: content.to_owned(),
             event,
             done,
         };
         if self.jobs.send(job).await.is_err() {
             return Err(stopped());
         }
-        result.await.unwrap_or_else(|_| Err(stopped()))
+        let written = result.await.unwrap_or_else(|_| Err(stopped()))?;
+        Ok(written.map(|w| {
+            new_post(
+                post_id,
+                w.author,
+                content.to_owned(),
+                w.version,
+                w.created_at,
+            )
+        }))
     }
 }
 
@@ -122,17 +135,11 @@ async fn write(pool: &PgPool, batch: Vec<Job>) {
                 let _ = job.done.send(Ok(written.remove(&job.post_id)));
             }
         }
+        // The same answer for every request: classified (and logged) once.
         Err(e) if batch.len() == 1 || community_store::is_unavailable(&e) => {
-            let mut e = Some(e);
+            let problem = ApiError::Db(e).into_problem();
             for job in batch {
-                let err = match e.take() {
-                    Some(e) => ApiError::Db(e),
-                    None => {
-                        Problem::unavailable("the database is unavailable; try again shortly", 2)
-                            .into()
-                    }
-                };
-                let _ = job.done.send(Err(err));
+                let _ = job.done.send(Err(problem.clone().into()));
             }
         }
         Err(e) => {
@@ -154,6 +161,10 @@ async fn write(pool: &PgPool, batch: Vec<Job>) {
 /// One statement (autocommit) for the whole batch: the posts of authors who
 /// exist, and one outbox event per post written.
 async fn insert(pool: &PgPool, batch: &[Job]) -> Result<HashMap<Uuid, Written>, sqlx::Error> {
+    // Every job's event is a post_created of the same schema version.
+    let Some(first) = batch.first() else {
+        return Ok(HashMap::new());
+    };
     let n = batch.len();
     let (mut post_ids, mut authors, mut contents) = (
         Vec::with_capacity(n),
@@ -175,8 +186,6 @@ async fn insert(pool: &PgPool, batch: &[Job]) -> Result<HashMap<Uuid, Written>, 
         parents.push(job.event.traceparent.as_deref());
         states.push(job.event.tracestate.as_deref());
     }
-    let event_type = batch.first().map_or("post_created", |j| j.event.event_type);
-    let version = batch.first().map_or(1, |j| j.event.version);
     let rows = sqlx::query(
         "WITH input AS (
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::text[])
@@ -203,17 +212,15 @@ async fn insert(pool: &PgPool, batch: &[Job]) -> Result<HashMap<Uuid, Written>, 
     .bind(&payloads)
     .bind(&parents)
     .bind(&states)
-    .bind(event_type)
-    .bind(version)
+    .bind(first.event.event_type)
+    .bind(first.event.version)
     .fetch_all(pool)
     .await?;
     rows.iter()
         .map(|row| {
-            let post_id: Uuid = row.try_get("post_id")?;
             Ok((
-                post_id,
+                row.try_get("post_id")?,
                 Written {
-                    post_id,
                     author: author_from_row(row)?,
                     version: row.try_get("version")?,
                     created_at: row.try_get("created_at")?,

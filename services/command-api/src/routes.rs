@@ -162,11 +162,9 @@ async fn create_post_tx(
     // The common case: no Idempotency-Key and an existing author — one
     // statement, shared with the other posts being written at the same time.
     if key.is_none()
-        && let Some(w) = state.posts.create(user.id, content.clone()).await?
+        && let Some((post, token)) = state.posts.create(user.id, &content).await?
     {
         state.relay_wake.notify_one();
-        let (post, token) =
-            commands::new_post(w.post_id, w.author, content, w.version, w.created_at);
         return Ok(created(&post, &token));
     }
     // At most two rounds: the second only after losing a race on the same key.
