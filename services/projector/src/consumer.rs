@@ -466,6 +466,9 @@ impl Consumer {
         for user in profiles {
             self.project_profile(user).await?;
         }
+        // The delay ends here, with the views written (and readable), not
+        // after the ack's round trip.
+        record_delays(entries);
 
         let mut ack = redis::cmd("XACK");
         ack.arg(keys::STREAM).arg(keys::CONSUMER_GROUP);
@@ -476,12 +479,9 @@ impl Consumer {
             .instrument(redis_span!("XACK"))
             .await?;
 
-        let now_us = chrono::Utc::now().timestamp_micros();
         for env in entries.iter().filter_map(|e| e.decoded.as_ref().ok()) {
             let kind = env.event.type_name();
             metrics::counter!("projector_events_processed_total", "type" => kind).increment(1);
-            let delay = (now_us - env.occurred_at_us).max(0) as f64 / 1e6;
-            metrics::histogram!("projector_projection_delay_seconds", "type" => kind).record(delay);
         }
         Ok(())
     }
@@ -546,4 +546,14 @@ fn consumer_span(consumer: &str, entries: &[Entry]) -> tracing::Span {
         }
     }
     span
+}
+
+/// `projector_projection_delay_seconds`: event commit to view written.
+fn record_delays(entries: &[Entry]) {
+    let now_us = chrono::Utc::now().timestamp_micros();
+    for env in entries.iter().filter_map(|e| e.decoded.as_ref().ok()) {
+        let delay = (now_us - env.occurred_at_us).max(0) as f64 / 1e6;
+        metrics::histogram!("projector_projection_delay_seconds", "type" => env.event.type_name())
+            .record(delay);
+    }
 }
