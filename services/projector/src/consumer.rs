@@ -2,7 +2,8 @@
 //!
 //! * The group is created at start if missing (from the stream's beginning).
 //! * Entries are read in batches (XREADGROUP); each batch costs one Postgres
-//!   query (plus one per renamed author) and one Redis pipeline, then XACK.
+//!   query (plus one per renamed author) and one Redis pipeline; its XACK
+//!   goes out with the next XREADGROUP, in the same round trip.
 //! * Entries left pending by a dead consumer are reclaimed (XAUTOCLAIM) once
 //!   idle for `PROJECTOR_CLAIM_IDLE_MS`; an entry delivered more than
 //!   `PROJECTOR_MAX_DELIVERIES` times, or one that cannot be decoded, goes to
@@ -91,6 +92,8 @@ pub struct Consumer {
     shutdown: Shutdown,
     /// Own failures per entry id (outages excluded), for dead-lettering.
     failures: HashMap<String, usize>,
+    /// Entries projected but not acked yet: the ack rides with the next read.
+    unacked: Vec<String>,
 }
 
 impl Consumer {
@@ -110,6 +113,7 @@ impl Consumer {
             rebuild_batch,
             shutdown,
             failures: HashMap::new(),
+            unacked: Vec::new(),
         }
     }
 
@@ -205,7 +209,15 @@ impl Consumer {
                 }
                 // After a failure (or at start) first retry what this consumer holds.
                 let start = if read_own_pending { "0" } else { ">" };
-                let reply: StreamReadReply = redis::cmd("XREADGROUP")
+                // The last batch's ack and the next read share a round trip:
+                // one less per batch on the way from commit to view. Until it
+                // is acked a projected entry stays pending; if the ack is lost
+                // it is read again and projected again, which is idempotent.
+                let mut read = redis::pipe();
+                if !self.unacked.is_empty() {
+                    read.add_command(ack(&self.unacked)).ignore();
+                }
+                read.cmd("XREADGROUP")
                     .arg("GROUP")
                     .arg(keys::CONSUMER_GROUP)
                     .arg(&self.config.consumer)
@@ -215,9 +227,9 @@ impl Consumer {
                     .arg(self.config.block.as_millis() as u64)
                     .arg("STREAMS")
                     .arg(keys::STREAM)
-                    .arg(start)
-                    .query_async(&mut self.redis)
-                    .await?;
+                    .arg(start);
+                let (reply,): (StreamReadReply,) = read.query_async(&mut self.redis).await?;
+                self.unacked.clear();
                 let entries: Vec<Entry> = reply
                     .keys
                     .into_iter()
@@ -247,6 +259,12 @@ impl Consumer {
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
+        }
+        // The last batch is acked before exiting.
+        if !self.unacked.is_empty()
+            && let Err(e) = ack(&self.unacked).query_async::<()>(&mut self.redis).await
+        {
+            tracing::warn!(error = %e, "could not ack the last batch; it will be projected again");
         }
         tracing::info!("projector stopped");
     }
@@ -340,10 +358,7 @@ impl Consumer {
         }
         let mut pipe = redis::pipe();
         pipe.add_command(add).ignore();
-        pipe.cmd("XACK")
-            .arg(keys::STREAM)
-            .arg(keys::CONSUMER_GROUP)
-            .arg(&entry.id)
+        pipe.add_command(ack(std::slice::from_ref(&entry.id)))
             .ignore();
         pipe.query_async::<()>(&mut self.redis).await?;
         self.failures.remove(&entry.id);
@@ -466,22 +481,16 @@ impl Consumer {
         for user in profiles {
             self.project_profile(user).await?;
         }
-        // The delay ends here, with the views written (and readable), not
-        // after the ack's round trip.
-        record_delays(entries);
+        // Acked with the next read, in the same round trip (see `run`).
+        self.unacked.extend(entries.iter().map(|e| e.id.clone()));
 
-        let mut ack = redis::cmd("XACK");
-        ack.arg(keys::STREAM).arg(keys::CONSUMER_GROUP);
-        for e in entries {
-            ack.arg(&e.id);
-        }
-        ack.query_async::<()>(&mut self.redis)
-            .instrument(redis_span!("XACK"))
-            .await?;
-
+        // The delay ends here, with the views written (and readable).
+        let now_us = chrono::Utc::now().timestamp_micros();
         for env in entries.iter().filter_map(|e| e.decoded.as_ref().ok()) {
             let kind = env.event.type_name();
             metrics::counter!("projector_events_processed_total", "type" => kind).increment(1);
+            let delay = (now_us - env.occurred_at_us).max(0) as f64 / 1e6;
+            metrics::histogram!("projector_projection_delay_seconds", "type" => kind).record(delay);
         }
         Ok(())
     }
@@ -548,12 +557,9 @@ fn consumer_span(consumer: &str, entries: &[Entry]) -> tracing::Span {
     span
 }
 
-/// `projector_projection_delay_seconds`: event commit to view written.
-fn record_delays(entries: &[Entry]) {
-    let now_us = chrono::Utc::now().timestamp_micros();
-    for env in entries.iter().filter_map(|e| e.decoded.as_ref().ok()) {
-        let delay = (now_us - env.occurred_at_us).max(0) as f64 / 1e6;
-        metrics::histogram!("projector_projection_delay_seconds", "type" => env.event.type_name())
-            .record(delay);
-    }
+/// XACK of `ids` on the event stream's group.
+fn ack(ids: &[String]) -> redis::Cmd {
+    let mut cmd = redis::cmd("XACK");
+    cmd.arg(keys::STREAM).arg(keys::CONSUMER_GROUP).arg(ids);
+    cmd
 }
