@@ -127,6 +127,13 @@ def test_env_defaults(minimal):
         assert env["LOG_FORMAT"]["value"] == "json"
         assert not any(k.startswith("OTEL_") for k in env), "tracing export is off without otel.endpoint"
         assert "DATABASE_MAX_CONNECTIONS" not in env
+        assert "WORKER_THREADS" not in env, "the binary sizes its runtime to the CPUs it may use"
+
+
+def test_worker_threads_set_per_component(full):
+    env = {c: env_map(container(full.deployment(c)["spec"]["template"]["spec"])) for c in COMPONENTS}
+    assert env["query-api"]["WORKER_THREADS"]["value"] == "1"
+    assert "WORKER_THREADS" not in env["command-api"] and "WORKER_THREADS" not in env["projector"]
 
 
 @pytest.mark.parametrize("component", COMPONENTS)

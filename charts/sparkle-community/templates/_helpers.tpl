@@ -297,6 +297,10 @@ Environment of a component; the variable names are the services' contract
 - name: SHUTDOWN_DELAY_MS
   value: {{ $v.shutdownDelayMs | quote }}
 {{- end }}
+{{- with $v.workerThreads }}
+- name: WORKER_THREADS
+  value: {{ . | quote }}
+{{- end }}
 {{- if $otel }}
 {{- include "sparkle.otelEnv" . }}
 {{- end }}

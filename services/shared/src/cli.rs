@@ -40,7 +40,21 @@ pub fn start(name: &str, help: &str, subcommands: &[&str]) -> Start {
             return Start::Exit(ExitCode::from(2));
         }
     };
+    // Set here rather than left to Tokio: its own TOKIO_WORKER_THREADS
+    // panics on a bad value, and a bad value deserves one clear line.
+    let workers = match Env::new(&ProcessEnv).bounded_or(
+        "WORKER_THREADS",
+        default_worker_threads(),
+        1..=1024,
+    ) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("{name}: configuration error: {e}");
+            return Start::Exit(ExitCode::from(2));
+        }
+    };
     match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
     {
@@ -50,6 +64,11 @@ pub fn start(name: &str, help: &str, subcommands: &[&str]) -> Start {
             Start::Exit(ExitCode::FAILURE)
         }
     }
+}
+
+/// The CPUs this process may use (a container's CPU limit counts).
+fn default_worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Reads configuration from the environment, or exits with one line naming the variable.
@@ -95,6 +114,10 @@ where
             return ExitCode::FAILURE;
         }
     };
+    tracing::info!(
+        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+        "{name} starting"
+    );
     let code = match crate::admin::install_metrics() {
         Err(e) => {
             eprintln!("{name}: cannot install metrics: {e}");

@@ -179,6 +179,7 @@ pub const COMMON_ENV_HELP: &str = "\
   RUST_LOG                       log filter [default: info]
   LOG_FORMAT                     json | text [default: json]
   SHUTDOWN_DELAY_MS              after SIGTERM, stay up (unready) this long before draining [default: 0]
+  WORKER_THREADS                 async runtime threads, 1..=1024 [default: the CPUs available to the process]
   OTEL_EXPORTER_OTLP_ENDPOINT    OTLP collector; unset = trace export off
   OTEL_EXPORTER_OTLP_PROTOCOL    grpc | http/protobuf [default: http/protobuf]
   OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG

@@ -38,6 +38,7 @@ fn help_lists_every_variable() {
         "OTEL_EXPORTER_OTLP_PROTOCOL",
         "RUST_LOG",
         "LOG_FORMAT",
+        "WORKER_THREADS",
         "migrate",
     ] {
         assert!(out.contains(var), "--help does not mention {var}");
@@ -106,6 +107,15 @@ fn a_missing_or_malformed_variable_is_one_clear_line() {
         (
             "AUTH_JWT_SECRET",
             [OK_ENV.to_vec(), vec![("AUTH_JWT_SECRET", "short")]].concat(),
+        ),
+        // Tokio's own TOKIO_WORKER_THREADS would panic on these.
+        (
+            "WORKER_THREADS",
+            [OK_ENV.to_vec(), vec![("WORKER_THREADS", "two")]].concat(),
+        ),
+        (
+            "WORKER_THREADS",
+            [OK_ENV.to_vec(), vec![("WORKER_THREADS", "0")]].concat(),
         ),
     ];
     for (var, env) in cases {

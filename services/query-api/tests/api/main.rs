@@ -126,6 +126,28 @@ async fn openapi_describes_the_queries() {
     }
 }
 
+#[tokio::test]
+async fn worker_threads_size_the_runtime() {
+    let sys = System::start().await;
+    let started = |svc: &community_testkit::Service| -> u64 {
+        svc.log_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["message"] == "query-api starting")
+            .and_then(|v| v["worker_threads"].as_u64())
+            .expect("a start line with worker_threads")
+    };
+    let one = sys
+        .service("query-api", &[("WORKER_THREADS", "1")], true)
+        .await;
+    one.wait_ready().await;
+    assert_eq!(started(&one), 1);
+    // By default, one per CPU the process may use.
+    let default = sys.query_api().await;
+    let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+    assert_eq!(started(&default), cpus);
+}
+
 #[test]
 fn query_api_needs_no_database_and_links_no_sql_driver() {
     // Starts without DATABASE_URL; REDIS_URL is the one required variable.
