@@ -173,7 +173,43 @@ fn main() {
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("pace") {
+        rt.block_on(pace(&args[1..]));
+        return;
+    }
     rt.block_on(run(Settings::from_env(smoke), smoke));
+}
+
+/// `sparkle-bench pace URL RATE SECS [TOKENS_FILE]`: the paced client alone,
+/// against a running stack (e.g. `scripts/run-local.sh`). With a file of
+/// bearer tokens (one per line) it POSTs new posts, else it GETs `URL`.
+async fn pace(args: &[String]) {
+    let usage = "usage: sparkle-bench pace URL RATE SECS [TOKENS_FILE]";
+    let (Some(url), Some(rate), Some(secs)) = (
+        args.first().filter(|u| u.starts_with("http://")),
+        args.get(1).and_then(|r| r.parse::<f64>().ok()),
+        args.get(2).and_then(|s| s.parse::<u64>().ok()),
+    ) else {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    };
+    let tokens = args.get(3).map(|f| {
+        std::fs::read_to_string(f)
+            .unwrap_or_else(|e| {
+                eprintln!("{f}: {e}");
+                std::process::exit(2)
+            })
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.trim().to_owned())
+            .collect::<Vec<_>>()
+    });
+    let r = paced::run(url.clone(), rate, Duration::from_secs(secs), tokens, 50).await;
+    println!(
+        "rate {rate}/s for {secs}s: p50 {:.2} ms, p99 {:.2} ms, errors {}",
+        r.p50_ms, r.p99_ms, r.errors
+    );
 }
 
 /// The median of `v` (the mean of the middle two for an even count); 0 when empty.
@@ -264,11 +300,17 @@ async fn remove_baseline_rows(pool: &sqlx::PgPool) {
     }
 }
 
-/// The write side of the system: command-api (with the relay) and the projector.
+/// The write side of the system: command-api (with the relay) and the
+/// projector, with their default timings (the test harness speeds up the
+/// relay's fallback poll and the projector's reclaim).
 async fn start_writers(sys: &System) -> (Service, Service) {
-    let command = sys.command_api_with(&[]).await;
+    let command = sys
+        .command_api_with(&[("OUTBOX_POLL_INTERVAL_MS", "200")])
+        .await;
     command.wait_ready().await;
-    let projector = sys.projector("bench", &[]).await;
+    let projector = sys
+        .projector("bench", &[("PROJECTOR_CLAIM_IDLE_MS", "30000")])
+        .await;
     (command, projector)
 }
 
