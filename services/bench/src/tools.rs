@@ -56,7 +56,7 @@ pub fn parse_wrk(out: &str) -> WrkResult {
 
 /// One thread, like redis-benchmark: on a machine the load shares with the
 /// system, a second wrk thread took more from the service than it added
-/// (measured here: 8% fewer feed pages/s with two).
+/// (measured here: about 7% fewer feed pages/s with two).
 pub fn wrk(url: &str, connections: u32, secs: u64, script: Option<&Path>) -> WrkResult {
     let mut cmd = Command::new("wrk");
     cmd.args([

@@ -306,32 +306,15 @@ impl Relay {
         // the stream entry. With export off nothing would read the spans (a
         // twentieth of command-api's CPU under writes): the stored context
         // passes through as it is.
-        let exporting = telemetry::exporting();
-        let spans: Vec<tracing::Span> = rows
-            .iter()
-            .filter(|_| exporting)
-            .map(|row| {
-                let span = tracing::info_span!(
-                    "outbox.publish",
-                    otel.name = %format!("send {}", keys::STREAM),
-                    otel.kind = "producer",
-                    messaging.system = "redis",
-                    messaging.destination.name = keys::STREAM,
-                    messaging.operation.type = "send",
-                    messaging.operation.name = "XADD",
-                    messaging.message.id = tracing::field::Empty,
-                    otel.status_code = tracing::field::Empty,
-                    messaging.message.conversation_id = %row.event_id,
-                );
-                let parent =
-                    telemetry::context_from(row.traceparent.as_deref(), row.tracestate.as_deref());
-                let _ = span.set_parent(parent);
-                span
-            })
-            .collect();
+        let spans: Vec<tracing::Span> = if telemetry::exporting() {
+            rows.iter().map(producer_span).collect()
+        } else {
+            Vec::new()
+        };
         let mut pipe = redis::pipe();
         pipe.atomic();
         for (i, row) in rows.iter().enumerate() {
+            // `spans` is one per row, or empty with export off.
             let (traceparent, tracestate) = match spans.get(i).map(telemetry::trace_context_of) {
                 Some((Some(tp), ts)) => (Some(tp), ts),
                 // No span, or no valid span context: pass the stored context through.
@@ -420,6 +403,26 @@ impl Relay {
         }
         Ok(())
     }
+}
+
+/// The PRODUCER span of one event, continuing the trace of the request that
+/// wrote it.
+fn producer_span(row: &OutboxRow) -> tracing::Span {
+    let span = tracing::info_span!(
+        "outbox.publish",
+        otel.name = %format!("send {}", keys::STREAM),
+        otel.kind = "producer",
+        messaging.system = "redis",
+        messaging.destination.name = keys::STREAM,
+        messaging.operation.type = "send",
+        messaging.operation.name = "XADD",
+        messaging.message.id = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        messaging.message.conversation_id = %row.event_id,
+    );
+    let parent = telemetry::context_from(row.traceparent.as_deref(), row.tracestate.as_deref());
+    let _ = span.set_parent(parent);
+    span
 }
 
 /// Runs a bounded `DELETE` (`$1` = age in seconds, `$2` = batch size) a few

@@ -42,17 +42,9 @@ pub fn start(name: &str, help: &str, subcommands: &[&str]) -> Start {
     };
     // Set here rather than left to Tokio: its own TOKIO_WORKER_THREADS
     // panics on a bad value, and a bad value deserves one clear line.
-    let workers = match Env::new(&ProcessEnv).bounded_or(
-        "WORKER_THREADS",
-        default_worker_threads(),
-        1..=1024,
-    ) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("{name}: configuration error: {e}");
-            return Start::Exit(ExitCode::from(2));
-        }
-    };
+    let workers = load(name, |env| {
+        env.bounded_or("WORKER_THREADS", default_worker_threads(), 1..=1024)
+    });
     match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()

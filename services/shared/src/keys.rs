@@ -19,17 +19,19 @@ pub const GLOBAL_FEED: &str = "sparkle:feed:global";
 /// Marks a read model that has been built (absent = Redis lost its data).
 pub const READ_MODEL_MARKER: &str = "sparkle:meta:read-model";
 
+/// A post view's key up to its hash-tagged id.
+const POST_VIEW_PREFIX: &str = "sparkle:post:{";
+
 /// One post's stored view (see [`crate::views`]).
 pub fn post_view(post_id: Uuid) -> String {
-    format!("sparkle:post:{{{post_id}}}")
+    format!("{POST_VIEW_PREFIX}{post_id}}}")
 }
 
 /// [`post_view`] for an id already in text form (as read from a feed).
 /// Built without `format!`: a feed page makes one per post.
 pub fn post_view_str(post_id: &str) -> String {
-    const PREFIX: &str = "sparkle:post:{";
-    let mut key = String::with_capacity(PREFIX.len() + post_id.len() + 1);
-    key.push_str(PREFIX);
+    let mut key = String::with_capacity(POST_VIEW_PREFIX.len() + post_id.len() + 1);
+    key.push_str(POST_VIEW_PREFIX);
     key.push_str(post_id);
     key.push('}');
     key

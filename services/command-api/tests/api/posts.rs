@@ -1,4 +1,4 @@
-use community_testkit::{Claims, TEST_SECRET, token_with};
+use community_testkit::{Claims, TEST_SECRET, metric_sum, token_with};
 use reqwest::StatusCode;
 use serde_json::json;
 use uuid::Uuid;
@@ -276,13 +276,9 @@ async fn concurrent_posts_are_batched_and_each_gets_its_own_post_and_event() {
 /// `command_post_batch_size` as (count of statements, sum of posts).
 async fn batch_metric(app: &App) -> (f64, f64) {
     let text = app.api.metrics().await;
-    let read = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let read = |name: &str| metric_sum(&text, name).unwrap_or(0.0);
     (
-        read("command_post_batch_size_count"),
-        read("command_post_batch_size_sum"),
+        read("command_post_batch_size_count "),
+        read("command_post_batch_size_sum "),
     )
 }
