@@ -331,3 +331,100 @@ async fn the_relay_reads_the_outbox_by_index_even_when_statistics_say_empty() {
         "the outbox was scanned sequentially"
     );
 }
+
+/// Statements of the relay's trim that are waiting for a lock.
+async fn trims_waiting(pool: &sqlx::PgPool) -> Option<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE FROM idempotency_keys%'",
+    )
+    .fetch_one(pool)
+    .await
+    .ok()
+}
+
+/// The trim takes only published rows past the retention, and runs beside
+/// publishing: a trim stuck behind a lock holds up neither the backlog nor new
+/// writes on their way to the stream.
+#[tokio::test]
+async fn the_trim_takes_only_old_published_rows_and_never_holds_up_publishing() {
+    let app = App::start().await;
+    let pool = app.sys.pg.pool().await;
+    let author = Uuid::new_v4();
+    for i in 0..3 {
+        app.create_post(author, &format!("published {i}")).await;
+    }
+    stream_of_len(&app, 3).await;
+    eventually(
+        "three events published",
+        Duration::from_secs(20),
+        || async { (pending(&pool).await.ok()? == 0).then_some(()) },
+    )
+    .await;
+
+    // With the service and Redis down: one more event, not published, and
+    // all four rows two hours old (the retention is one hour).
+    let App { mut sys, mut api } = app;
+    api.sigterm();
+    api.wait_exit(Duration::from_secs(30)).await;
+    sys.redis.stop();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, payload)
+         VALUES (gen_random_uuid(), 'post_created', 1, gen_random_uuid(), '{}')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE outbox SET created_at = now() - interval '2 hours'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // The trim's second statement (expired idempotency keys) will wait on
+    // this. SHARE mode, because it takes no transaction id: one would hold
+    // the relay's xmin horizon, and so every newer event, back.
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE idempotency_keys IN SHARE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+
+    // A new leader trims at once: the three published rows go, the pending
+    // one stays, then the trim waits on the lock.
+    let api = sys.command_api_with(&[]).await;
+    api.wait_ready().await;
+    eventually(
+        "the trim waiting on the lock",
+        Duration::from_secs(20),
+        || async { (trims_waiting(&pool).await? == 1).then_some(()) },
+    )
+    .await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 1, "the trim must take the published old rows only");
+    assert_eq!(pending(&pool).await.unwrap(), 1);
+
+    // Redis back (empty): the old pending event and a new write are both
+    // published while the trim still waits.
+    sys.redis.start_again().await;
+    let app = App { sys, api };
+    app.create_post(author, "written during the trim").await;
+    let entries = stream_of_len(&app, 2).await;
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0].1["payload"], "{}", "the backlog goes first");
+    assert!(entries[1].1["payload"].contains("post_id"));
+    assert_eq!(
+        trims_waiting(&pool).await,
+        Some(1),
+        "the trim finished early"
+    );
+
+    // Released, the trim completes, and the relay keeps leading.
+    blocker.rollback().await.unwrap();
+    eventually("the trim to finish", Duration::from_secs(20), || async {
+        (trims_waiting(&pool).await? == 0).then_some(())
+    })
+    .await;
+    assert!(leads(&app.api).await);
+}
