@@ -362,6 +362,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             _ = closed.wait_for(|c| *c) => None,
         };
         let Some(first) = first else { break };
+        // Let the requests being made right now join this write. Woken by
+        // the first, this task would otherwise run right after it (the
+        // worker's LIFO slot) and write it alone: one syscall here, and a
+        // read and a wake-up in Redis, per command. Measured under wrk on the
+        // feed: 1.7 writes per page → 0.14; CPU per page, query-api 34–36 →
+        // 30–31 µs and Redis 15–16 → 12–13 µs; 30–32 k → 33–35 k pages/s.
+        tokio::task::yield_now().await;
         out.clear();
         {
             // Queue before writing, in the same order, so replies find their request.
@@ -655,6 +662,71 @@ mod tests {
         let mut ping = Pipeline::new();
         ping.command("PING", &[] as &[&str]);
         assert!(matches!(client.query(ping).await, Err(Error::Connect(_))));
+    }
+
+    /// A socket's write side that records the size of every write.
+    struct Recorder(Arc<Mutex<Vec<usize>>>);
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.0.lock().unwrap().push(buf.len());
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Handlers that run at the same moment share one write. On a
+    /// multi-thread runtime the writer, woken by the first request, would run
+    /// right after it (the worker's LIFO slot) and write it alone, one
+    /// syscall per command, unless it yields first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn requests_made_at_the_same_moment_share_one_write() {
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let (reader, _peer) = tokio::io::duplex(64); // never answers
+        let conn = Conn::start(reader, Recorder(writes.clone()));
+        let (go, ready) = watch::channel(false);
+        let ping = b"*1\r\n$4\r\nPING\r\n".to_vec();
+        let mut handlers = Vec::new();
+        for _ in 0..10 {
+            let (conn, mut ready, ping) = (conn.clone(), ready.clone(), ping.clone());
+            handlers.push(tokio::spawn(async move {
+                let _ = ready.wait_for(|go| *go).await;
+                let (tx, rx) = oneshot::channel();
+                let _ = conn.requests.send(Request {
+                    bytes: ping,
+                    replies: 1,
+                    tx,
+                });
+                rx
+            }));
+        }
+        drop(ready);
+        go.send_replace(true);
+        let mut waiting = Vec::new();
+        for h in handlers {
+            waiting.push(h.await.unwrap());
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while writes.lock().unwrap().iter().sum::<usize>() < 10 * ping.len() {
+            assert!(Instant::now() < deadline, "the requests were not written");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(*writes.lock().unwrap(), vec![10 * ping.len()]);
     }
 
     proptest! {
