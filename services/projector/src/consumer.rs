@@ -187,6 +187,13 @@ impl Consumer {
         let mut read_own_pending = true;
         let mut last_claim = Instant::now();
         let mut last_maintenance = Instant::now() - Duration::from_secs(60);
+        // Whether the consumer group and the read model are known to exist.
+        // Checked at start, after any failure (a Redis that restarted empty
+        // breaks the connection; a flushed one answers NOGROUP) and every
+        // 10 s, not before every read: that was two round trips per batch,
+        // one of them answered with a BUSYGROUP error (hundreds a second in
+        // Redis's error statistics under load).
+        let mut verified = false;
         let claim_every =
             (self.config.claim_idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
         let mut scripts_loaded = false;
@@ -197,8 +204,11 @@ impl Consumer {
                     self.writer.load_scripts(&mut self.redis).await?;
                     scripts_loaded = true;
                 }
-                self.ensure_group().await?;
-                self.ensure_read_model().await?;
+                if !verified || last_maintenance.elapsed() >= Duration::from_secs(10) {
+                    self.ensure_group().await?;
+                    self.ensure_read_model().await?;
+                    verified = true;
+                }
                 if last_maintenance.elapsed() >= Duration::from_secs(10) {
                     last_maintenance = Instant::now();
                     maintenance::run(&mut self.redis).await?;
@@ -249,6 +259,7 @@ impl Consumer {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => {
                     read_own_pending = true;
+                    verified = false;
                     if matches!(&e, ProjectError::Redis(r) if r.code() == Some("NOGROUP")) {
                         continue; // the stream was lost with Redis; the group is recreated next round
                     }

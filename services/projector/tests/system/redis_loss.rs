@@ -54,3 +54,29 @@ async fn redis_restarted_empty_under_running_services_comes_back_by_itself() {
     let author = stack.all_items(&format!("/feed/users/{ann}"), 100).await;
     assert_eq!(author.len(), 25);
 }
+
+/// The projector makes sure of its consumer group and read model at start,
+/// after a failure and every 10 s, not before every read: a check per batch
+/// put a BUSYGROUP error reply per batch into Redis's error statistics
+/// (hundreds a second under load: noise for anyone alerting on Redis
+/// errors) and two round trips on the way from commit to view.
+#[tokio::test]
+async fn the_projector_does_not_recheck_its_group_before_every_read() {
+    let stack = Stack::start().await;
+    let ann = Uuid::new_v4();
+    for i in 0..20 {
+        stack.post(ann, &format!("post {i}")).await;
+        until_feed_len(&stack, i + 1).await; // one batch each
+    }
+    let mut conn = stack.sys.redis.conn().await;
+    let info: String = redis::cmd("INFO")
+        .arg("errorstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let busy: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("errorstat_BUSYGROUP:count="))
+        .map_or(0, |n| n.trim().parse().unwrap());
+    assert!(busy <= 3, "{busy} BUSYGROUP replies over 20 batches");
+}
