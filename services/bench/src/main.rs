@@ -7,7 +7,9 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod floor;
 mod paced;
+mod stalls;
 mod tools;
 
 use std::collections::BTreeMap;
@@ -174,9 +176,10 @@ fn main() {
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("pace") {
-        rt.block_on(pace(&args[1..]));
-        return;
+    match args.first().map(String::as_str) {
+        Some("pace") => return rt.block_on(pace(&args[1..])),
+        Some("floor") => return rt.block_on(floor::main(&args[1..])),
+        _ => {}
     }
     rt.block_on(run(Settings::from_env(smoke), smoke));
 }
@@ -422,9 +425,10 @@ COMMIT;\n",
         })
     };
 
-    // Reads, in rounds: each round measures the ceilings, then the system, so
-    // a ratio compares figures taken a few seconds apart; the verdicts use
-    // the median of the rounds' ratios. The services sit idle meanwhile.
+    // Reads, in rounds: each round measures the Redis ceiling, the system,
+    // then the SQL baseline, so a ratio compares figures taken seconds apart;
+    // the verdicts use the median of the rounds' ratios. The services sit
+    // idle while the baselines run.
     let feed_url = query.http_url("/api/v1/community/feed?limit=20");
     let mut read_rounds = Vec::new();
     for round in 1..=s.rounds {
@@ -435,9 +439,9 @@ COMMIT;\n",
         } else {
             0.0
         };
-        let sql = tools::pgbench(&pg_bin(), sys.pg.port(), s.connections, s.secs, &feed_sql);
         let feed =
             tokio::task::block_in_place(|| tools::wrk(&feed_url, s.connections, s.secs, None));
+        let sql = tools::pgbench(&pg_bin(), sys.pg.port(), s.connections, s.secs, &feed_sql);
         eprintln!(
             "read round {round}: feed {:.0} pages/s, Redis ceiling {ceiling:.0}, SQL {sql:.0}",
             feed.rps
@@ -501,8 +505,13 @@ COMMIT;\n",
     report.insert("post_view_p99_ms", json!(post.p99_ms));
     report.insert("post_view_errors", json!(post.errors));
 
-    // p99 at half of the max rate, with a paced client (no coordinated omission).
+    // p99 at half of the max rate, with a paced client (no coordinated
+    // omission). Beside it, the floor: the same client at the same rate
+    // against a bare server of the same HTTP stack and body size; and a
+    // hiccup meter over both, for the stalls of the machine itself.
     let half = (median(column(&read_rounds, "feed_pages_per_s")) / 2.0).max(10.0);
+    let page_bytes = paced::body_len(&feed_url).await.unwrap_or(0);
+    let meter = stalls::Meter::start();
     let paced = paced::run(
         feed_url.clone(),
         half,
@@ -511,10 +520,28 @@ COMMIT;\n",
         s.connections as usize,
     )
     .await;
+    let floor_server = floor::FloorServer::start(community_testkit::free_port(), page_bytes).await;
+    let floor = paced::run(
+        floor_server.url.clone(),
+        half,
+        Duration::from_secs(s.secs),
+        None,
+        s.connections as usize,
+    )
+    .await;
+    drop(floor_server);
+    let stalls = meter.finish();
     report.insert("feed_half_rate_per_s", json!(half));
     report.insert("feed_half_rate_p50_ms", json!(paced.p50_ms));
     report.insert("feed_half_rate_p99_ms", json!(paced.p99_ms));
     report.insert("feed_half_rate_errors", json!(paced.errors));
+    report.insert("feed_page_bytes", json!(page_bytes));
+    report.insert("floor_half_rate_p50_ms", json!(floor.p50_ms));
+    report.insert("floor_half_rate_p99_ms", json!(floor.p99_ms));
+    report.insert("floor_half_rate_errors", json!(floor.errors));
+    report.insert("feed_half_rate_stalls_per_s", json!(stalls.per_s));
+    report.insert("feed_half_rate_stall_ms_per_s", json!(stalls.ms_per_s));
+    report.insert("feed_half_rate_stall_max_ms", json!(stalls.max_ms));
 
     // Writes: POST /posts with distinct tokens and bodies.
     let authors: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM users ORDER BY random() LIMIT 500")
@@ -602,6 +629,7 @@ COMMIT;\n",
     tokio::time::sleep(Duration::from_secs(1)).await;
     let b0 = delay_buckets(&projector).await;
     let write_half = (median(column(&write_rounds, "writes_per_s")) / 2.0).max(5.0);
+    let meter = stalls::Meter::start();
     let lag_load = paced::run(
         command.http_url("/api/v1/community/posts"),
         write_half,
@@ -610,6 +638,7 @@ COMMIT;\n",
         s.connections as usize,
     )
     .await;
+    let stalls = meter.finish();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let b1 = delay_buckets(&projector).await;
     let delta: Vec<(f64, f64)> = b1
@@ -631,6 +660,9 @@ COMMIT;\n",
         json!(quantile_from_buckets(&delta, 0.99) * 1000.0),
     );
     report.insert("lag_write_errors", json!(lag_load.errors));
+    report.insert("lag_stalls_per_s", json!(stalls.per_s));
+    report.insert("lag_stall_ms_per_s", json!(stalls.ms_per_s));
+    report.insert("lag_stall_max_ms", json!(stalls.max_ms));
     // Verdicts: the ratios are the medians of the rounds' ratios.
     let f = |k: &str| report.get(k).and_then(Value::as_f64).unwrap_or(0.0);
     let max_rss = f("rss_rest_command_api_mib")
@@ -683,6 +715,7 @@ COMMIT;\n",
         + f("post_view_errors")
         + f("write_errors")
         + f("feed_half_rate_errors")
+        + f("floor_half_rate_errors")
         + f("lag_write_errors");
     let doc = json!({
         "smoke": smoke,
@@ -700,6 +733,19 @@ COMMIT;\n",
         serde_json::to_string_pretty(&doc).unwrap_or_default(),
     )
     .unwrap_or_else(|e| panic!("write report: {e}"));
+    println!(
+        "\nat the feed's half rate, a bare server of the same HTTP stack: p99 {:.2} ms \
+         (the floor under the feed's p99)",
+        f("floor_half_rate_p99_ms")
+    );
+    for (phase, key) in [("feed at half rate", "feed_half_rate"), ("lag", "lag")] {
+        println!(
+            "machine stalls during the {phase}: {:.1}/s, {:.1} ms/s, longest {:.1} ms",
+            f(&format!("{key}_stalls_per_s")),
+            f(&format!("{key}_stall_ms_per_s")),
+            f(&format!("{key}_stall_max_ms"))
+        );
+    }
     println!("\nreport: {}", s.out.display());
     assert_eq!(errors, 0.0, "requests failed during the benchmark");
 }

@@ -114,6 +114,18 @@ pub async fn run(
     }
 }
 
+/// The length of the body `url` answers a GET with (for the floor's body).
+pub async fn body_len(url: &str) -> Option<usize> {
+    let (host, path) = split_url(url)?;
+    let mut conn = Conn::new(TcpStream::connect(&host).await.ok()?);
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let (status, _) = conn.exchange(request.as_bytes()).await.ok()?;
+    let head_end = find(&conn.buf, b"\r\n\r\n")? + 4;
+    (200..300)
+        .contains(&status)
+        .then(|| conn.buf.len() - head_end)
+}
+
 /// `http://host:port/path?query` → ("host:port", "/path?query").
 fn split_url(url: &str) -> Option<(String, String)> {
     let rest = url.strip_prefix("http://")?;
