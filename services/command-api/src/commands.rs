@@ -274,6 +274,13 @@ pub async fn set_like(
             DomainEvent::PostUnliked { post_id, user_id }
         };
         outbox::record(tx, &event).await?;
+        return Ok(ConsistencyToken::Like {
+            post_id,
+            user_id,
+            version,
+        });
     }
+    // Nothing changed: the user's state is what an earlier change left, at
+    // an earlier version; the view at the current one is all there is to wait for.
     Ok(ConsistencyToken::Post { post_id, version })
 }

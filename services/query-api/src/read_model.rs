@@ -396,6 +396,25 @@ impl ReadModel {
                 let raw = self.get(keys::post_view(*post_id)).await?;
                 view_version(raw).is_none_or(|v| v >= *version)
             }
+            ConsistencyToken::Like {
+                post_id,
+                user_id,
+                version,
+            } => {
+                let mut both = self.backend.commands();
+                both.command("GET", &[keys::post_view(*post_id)])
+                    .command("HGET", &[keys::user_likes(*user_id), post_id.to_string()]);
+                let mut replies = self.backend.query(both).await?.into_iter();
+                let view = replies.next().map(Reply::into_bytes).transpose()?.flatten();
+                let like = replies.next().map(Reply::into_bytes).transpose()?.flatten();
+                // The like state is a post version, negative for "not liked".
+                let like_version = match like {
+                    Some(raw) => Some(number::<i64>(&raw, "a like state")?.abs()),
+                    None => None,
+                };
+                view_version(view).is_some_and(|v| v >= *version)
+                    && like_version.is_some_and(|v| v >= *version)
+            }
             ConsistencyToken::Profile { user_id, version } => {
                 match self.get(keys::profile_version(*user_id)).await? {
                     None => false,

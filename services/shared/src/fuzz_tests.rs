@@ -65,12 +65,13 @@ proptest! {
     }
 
     #[test]
-    fn consistency_tokens_never_panic_and_round_trip(raw in any::<String>(), id in any::<u128>(), v in 0i64..i64::MAX, kind in 0u8..3) {
+    fn consistency_tokens_never_panic_and_round_trip(raw in any::<String>(), id in any::<u128>(), v in 0i64..i64::MAX, kind in 0u8..4) {
         let _ = ConsistencyToken::decode(&raw);
         let id = Uuid::from_u128(id);
         let t = match kind {
             0 => ConsistencyToken::Post { post_id: id, version: v },
             1 => ConsistencyToken::PostDeleted { post_id: id, version: v },
+            2 => ConsistencyToken::Like { post_id: id, user_id: Uuid::from_u128(!id.as_u128()), version: v },
             _ => ConsistencyToken::Profile { user_id: id, version: v },
         };
         prop_assert_eq!(ConsistencyToken::decode(&t.encode()), Some(t));

@@ -43,14 +43,18 @@ async fn every_write_kind_shows_in_every_view_that_holds_the_post() {
         .collect();
     assert_eq!(author, [p2.clone(), p1.clone()]);
 
-    // Liked: the count everywhere; liked_by_me for the liker only.
-    stack.like(bob, &p1, true).await;
+    // Liked: the count everywhere; liked_by_me for the liker only. The liker
+    // reads with the like's token: without it the view can show the count a
+    // moment before the liker's own state is written (a rename's rewrite or
+    // a lagging batch may read the post after the like, before the like's
+    // event is projected); the token waits for both.
+    let liked = stack.like(bob, &p1, true).await;
     stack
         .until_post(&p1, "like projected", |v| {
             v.is_some_and(|v| v["like_count"] == 1)
         })
         .await;
-    let (_, mine) = stack.get(&format!("/feed/posts/{p1}"), Some(bob)).await;
+    let mine = read_with_token(&stack, &format!("/feed/posts/{p1}"), bob, liked.token).await;
     assert_eq!(mine["liked_by_me"], true);
     let (_, theirs) = stack.get(&format!("/feed/posts/{p1}"), Some(ann)).await;
     assert_eq!(theirs["liked_by_me"], false);
@@ -78,13 +82,13 @@ async fn every_write_kind_shows_in_every_view_that_holds_the_post() {
     assert_eq!(in_author["liked_by_me"], true);
 
     // Unliked.
-    stack.like(bob, &p1, false).await;
+    let unliked = stack.like(bob, &p1, false).await;
     stack
         .until_post(&p1, "unlike projected", |v| {
             v.is_some_and(|v| v["like_count"] == 0)
         })
         .await;
-    let (_, mine) = stack.get(&format!("/feed/posts/{p1}"), Some(bob)).await;
+    let mine = read_with_token(&stack, &format!("/feed/posts/{p1}"), bob, unliked.token).await;
     assert_eq!(mine["liked_by_me"], false);
 
     // Renamed: the author's existing posts show the new profile in every view.
@@ -116,4 +120,24 @@ async fn every_write_kind_shows_in_every_view_that_holds_the_post() {
             .collect();
         assert_eq!(ids, std::slice::from_ref(&p1), "{feed}");
     }
+}
+
+/// GET `path` on query-api as `reader`, waiting for the write `token` names.
+async fn read_with_token(
+    stack: &Stack,
+    path: &str,
+    reader: Uuid,
+    token: Option<String>,
+) -> serde_json::Value {
+    let res = stack
+        .sys
+        .http
+        .get(stack.query_url(path))
+        .bearer_auth(community_testkit::token(reader))
+        .header("X-Consistency-Token", token.expect("a write's token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::OK);
+    res.json().await.unwrap()
 }

@@ -208,3 +208,56 @@ async fn the_lean_client_authenticates_and_selects_the_database_of_the_url() {
     );
     assert!(!wrong.to_string().contains("nope"));
 }
+
+/// A like's token needs the liker's own state, not only the view: a view can
+/// be rewritten from a read newer than the like (a rename, a lagging batch)
+/// before the like's own event writes the liker's state.
+#[tokio::test]
+async fn a_like_token_waits_for_the_likers_state_not_only_the_view() {
+    let sys = community_testkit::System::start().await;
+    let url = sys.redis.url();
+    let lean = ReadModel::new(Backend::connect(&url, "REDIS_URL").unwrap());
+    let rs = ReadModel::new(Backend::RedisRs(
+        community_shared::redis_conn::connect(&url, "REDIS_URL").unwrap(),
+    ));
+    let (post, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let token = ConsistencyToken::Like {
+        post_id: post,
+        user_id: bob,
+        version: 3,
+    };
+    let mut conn = sys.redis.conn().await;
+    let mut set = async |cmd: &mut redis::Cmd| cmd.query_async::<()>(&mut conn).await.unwrap();
+    let holds = async |expected: bool, why: &str| {
+        for model in [&lean, &rs] {
+            assert_eq!(model.holds(&token).await.unwrap(), expected, "{why}");
+        }
+    };
+    holds(false, "nothing written").await;
+    // The view already at the like's version; bob's state not yet written.
+    set(redis::cmd("SET").arg(keys::post_view(post)).arg("3.1|{}")).await;
+    holds(false, "the view alone").await;
+    // Bob's state from a read before the like.
+    set(redis::cmd("HSET")
+        .arg(keys::user_likes(bob))
+        .arg(post.to_string())
+        .arg(2))
+    .await;
+    holds(false, "a state older than the like").await;
+    // From a read at the like or after it (negative: unliked since).
+    set(redis::cmd("HSET")
+        .arg(keys::user_likes(bob))
+        .arg(post.to_string())
+        .arg(-4))
+    .await;
+    holds(true, "a state from a later read").await;
+    set(redis::cmd("HSET")
+        .arg(keys::user_likes(bob))
+        .arg(post.to_string())
+        .arg(3))
+    .await;
+    holds(true, "the like's own state").await;
+    // The state alone is not enough either.
+    set(redis::cmd("DEL").arg(keys::post_view(post))).await;
+    holds(false, "the state alone").await;
+}
