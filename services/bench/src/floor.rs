@@ -31,10 +31,10 @@ pub async fn main(args: &[String]) {
             async move { ([("content-type", "application/json")], body) }
         }),
     );
-    let listener = match tokio::net::TcpListener::bind(addr).await {
+    let listener = match community_shared::http::bind("ADDR", addr).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("cannot bind {addr}: {e}");
+            eprintln!("{e}");
             std::process::exit(1);
         }
     };

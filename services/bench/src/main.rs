@@ -215,6 +215,25 @@ async fn pace(args: &[String]) {
     );
 }
 
+/// The report's keys for the stalls of a paced phase: per second, ms per
+/// second, longest.
+const FEED_STALL_KEYS: [&str; 3] = [
+    "feed_half_rate_stalls_per_s",
+    "feed_half_rate_stall_ms_per_s",
+    "feed_half_rate_stall_max_ms",
+];
+const LAG_STALL_KEYS: [&str; 3] = ["lag_stalls_per_s", "lag_stall_ms_per_s", "lag_stall_max_ms"];
+
+fn record_stalls(
+    report: &mut BTreeMap<&'static str, Value>,
+    keys: [&'static str; 3],
+    s: stalls::Stalls,
+) {
+    for (key, value) in keys.into_iter().zip([s.per_s, s.ms_per_s, s.max_ms]) {
+        report.insert(key, json!(value));
+    }
+}
+
 /// The median of `v` (the mean of the middle two for an even count); 0 when empty.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -509,28 +528,23 @@ COMMIT;\n",
     // omission). Beside it, the floor: the same client at the same rate
     // against a bare server of the same HTTP stack and body size; and a
     // hiccup meter over both, for the stalls of the machine itself.
+    let pace = |url: String, rate: f64, tokens: Option<Vec<String>>| {
+        paced::run(
+            url,
+            rate,
+            Duration::from_secs(s.secs),
+            tokens,
+            s.connections as usize,
+        )
+    };
     let half = (median(column(&read_rounds, "feed_pages_per_s")) / 2.0).max(10.0);
     let page_bytes = paced::body_len(&feed_url).await.unwrap_or(0);
     let meter = stalls::Meter::start();
-    let paced = paced::run(
-        feed_url.clone(),
-        half,
-        Duration::from_secs(s.secs),
-        None,
-        s.connections as usize,
-    )
-    .await;
+    let paced = pace(feed_url.clone(), half, None).await;
     let floor_server = floor::FloorServer::start(community_testkit::free_port(), page_bytes).await;
-    let floor = paced::run(
-        floor_server.url.clone(),
-        half,
-        Duration::from_secs(s.secs),
-        None,
-        s.connections as usize,
-    )
-    .await;
+    let floor = pace(floor_server.url.clone(), half, None).await;
     drop(floor_server);
-    let stalls = meter.finish();
+    record_stalls(&mut report, FEED_STALL_KEYS, meter.finish());
     report.insert("feed_half_rate_per_s", json!(half));
     report.insert("feed_half_rate_p50_ms", json!(paced.p50_ms));
     report.insert("feed_half_rate_p99_ms", json!(paced.p99_ms));
@@ -539,9 +553,6 @@ COMMIT;\n",
     report.insert("floor_half_rate_p50_ms", json!(floor.p50_ms));
     report.insert("floor_half_rate_p99_ms", json!(floor.p99_ms));
     report.insert("floor_half_rate_errors", json!(floor.errors));
-    report.insert("feed_half_rate_stalls_per_s", json!(stalls.per_s));
-    report.insert("feed_half_rate_stall_ms_per_s", json!(stalls.ms_per_s));
-    report.insert("feed_half_rate_stall_max_ms", json!(stalls.max_ms));
 
     // Writes: POST /posts with distinct tokens and bodies.
     let authors: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM users ORDER BY random() LIMIT 500")
@@ -630,15 +641,13 @@ COMMIT;\n",
     let b0 = delay_buckets(&projector).await;
     let write_half = (median(column(&write_rounds, "writes_per_s")) / 2.0).max(5.0);
     let meter = stalls::Meter::start();
-    let lag_load = paced::run(
+    let lag_load = pace(
         command.http_url("/api/v1/community/posts"),
         write_half,
-        Duration::from_secs(s.secs),
         Some(tokens.clone()),
-        s.connections as usize,
     )
     .await;
-    let stalls = meter.finish();
+    record_stalls(&mut report, LAG_STALL_KEYS, meter.finish());
     tokio::time::sleep(Duration::from_secs(1)).await;
     let b1 = delay_buckets(&projector).await;
     let delta: Vec<(f64, f64)> = b1
@@ -660,9 +669,6 @@ COMMIT;\n",
         json!(quantile_from_buckets(&delta, 0.99) * 1000.0),
     );
     report.insert("lag_write_errors", json!(lag_load.errors));
-    report.insert("lag_stalls_per_s", json!(stalls.per_s));
-    report.insert("lag_stall_ms_per_s", json!(stalls.ms_per_s));
-    report.insert("lag_stall_max_ms", json!(stalls.max_ms));
     // Verdicts: the ratios are the medians of the rounds' ratios.
     let f = |k: &str| report.get(k).and_then(Value::as_f64).unwrap_or(0.0);
     let max_rss = f("rss_rest_command_api_mib")
@@ -738,12 +744,15 @@ COMMIT;\n",
          (the floor under the feed's p99)",
         f("floor_half_rate_p99_ms")
     );
-    for (phase, key) in [("feed at half rate", "feed_half_rate"), ("lag", "lag")] {
+    for (phase, [per_s, ms_per_s, max_ms]) in [
+        ("feed at half rate", FEED_STALL_KEYS),
+        ("lag", LAG_STALL_KEYS),
+    ] {
         println!(
             "machine stalls during the {phase}: {:.1}/s, {:.1} ms/s, longest {:.1} ms",
-            f(&format!("{key}_stalls_per_s")),
-            f(&format!("{key}_stall_ms_per_s")),
-            f(&format!("{key}_stall_max_ms"))
+            f(per_s),
+            f(ms_per_s),
+            f(max_ms)
         );
     }
     println!("\nreport: {}", s.out.display());

@@ -204,12 +204,13 @@ impl Consumer {
                     self.writer.load_scripts(&mut self.redis).await?;
                     scripts_loaded = true;
                 }
-                if !verified || last_maintenance.elapsed() >= Duration::from_secs(10) {
+                let maintenance_due = last_maintenance.elapsed() >= Duration::from_secs(10);
+                if !verified || maintenance_due {
                     self.ensure_group().await?;
                     self.ensure_read_model().await?;
                     verified = true;
                 }
-                if last_maintenance.elapsed() >= Duration::from_secs(10) {
+                if maintenance_due {
                     last_maintenance = Instant::now();
                     maintenance::run(&mut self.redis).await?;
                 }

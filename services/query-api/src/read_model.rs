@@ -408,10 +408,9 @@ impl ReadModel {
                 let view = replies.next().map(Reply::into_bytes).transpose()?.flatten();
                 let like = replies.next().map(Reply::into_bytes).transpose()?.flatten();
                 // The like state is a post version, negative for "not liked".
-                let like_version = match like {
-                    Some(raw) => Some(number::<i64>(&raw, "a like state")?.abs()),
-                    None => None,
-                };
+                let like_version = like
+                    .map(|raw| number::<i64>(&raw, "a like state").map(i64::abs))
+                    .transpose()?;
                 view_version(view).is_some_and(|v| v >= *version)
                     && like_version.is_some_and(|v| v >= *version)
             }

@@ -163,18 +163,39 @@ impl Stack {
         w
     }
 
+    /// A GET on query-api, as `reader` when given.
+    fn read(&self, path: &str, reader: Option<Uuid>) -> reqwest::RequestBuilder {
+        let req = self.sys.http.get(self.query_url(path));
+        match reader {
+            Some(u) => req.bearer_auth(token(u)),
+            None => req,
+        }
+    }
+
     /// GET on query-api (optionally as `reader`), returning status and JSON.
     pub async fn get(&self, path: &str, reader: Option<Uuid>) -> (StatusCode, Value) {
-        let mut req = self.sys.http.get(self.query_url(path));
-        if let Some(u) = reader {
-            req = req.bearer_auth(token(u));
-        }
-        let res = req
+        let res = self
+            .read(path, reader)
             .send()
             .await
             .unwrap_or_else(|e| panic!("GET {path}: {e}"));
         let status = res.status();
         (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GET on query-api (optionally as `reader`) that waits for the write
+    /// `consistency_token` names (read-your-writes, in the header).
+    pub async fn get_after(
+        &self,
+        path: &str,
+        reader: Option<Uuid>,
+        consistency_token: &str,
+    ) -> reqwest::Response {
+        self.read(path, reader)
+            .header("X-Consistency-Token", consistency_token)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     /// Every item of a feed, following cursors to the end.

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use community_testkit::{Stack, join_all, token};
+use community_testkit::{Stack, join_all};
 use reqwest::StatusCode;
 use uuid::Uuid;
 
@@ -18,13 +18,8 @@ async fn the_consistency_token_makes_the_first_read_see_the_write_under_load() {
                     let tok = w1.token.clone().unwrap();
                     // The header on a post read...
                     let res = stack
-                        .sys
-                        .http
-                        .get(stack.query_url(&format!("/feed/posts/{id}")))
-                        .header("X-Consistency-Token", &tok)
-                        .send()
-                        .await
-                        .unwrap();
+                        .get_after(&format!("/feed/posts/{id}"), None, &tok)
+                        .await;
                     assert_eq!(
                         res.status(),
                         StatusCode::OK,
@@ -46,14 +41,12 @@ async fn the_consistency_token_makes_the_first_read_see_the_write_under_load() {
                     // A like, read back through the token, counts.
                     let liked = stack.like(user, &id, true).await;
                     let res = stack
-                        .sys
-                        .http
-                        .get(stack.query_url(&format!("/feed/posts/{id}")))
-                        .bearer_auth(token(user))
-                        .header("X-Consistency-Token", liked.token.unwrap())
-                        .send()
-                        .await
-                        .unwrap();
+                        .get_after(
+                            &format!("/feed/posts/{id}"),
+                            Some(user),
+                            &liked.token.unwrap(),
+                        )
+                        .await;
                     let view: serde_json::Value = res.json().await.unwrap();
                     assert_eq!(
                         (view["like_count"].as_i64(), view["liked_by_me"].as_bool()),
@@ -73,14 +66,7 @@ async fn a_token_the_read_model_cannot_reach_answers_stale_after_the_bound() {
     stack.projector.take();
     let w = stack.post(Uuid::new_v4(), "never projected").await;
     let started = std::time::Instant::now();
-    let res = stack
-        .sys
-        .http
-        .get(stack.query_url("/feed"))
-        .header("X-Consistency-Token", w.token.unwrap())
-        .send()
-        .await
-        .unwrap();
+    let res = stack.get_after("/feed", None, &w.token.unwrap()).await;
     let waited = started.elapsed();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["x-consistency"], "stale");

@@ -1,7 +1,7 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use community_testkit::Stack;
+use community_testkit::{Stack, Written};
 
 #[tokio::test]
 async fn every_write_kind_shows_in_every_view_that_holds_the_post() {
@@ -54,7 +54,7 @@ async fn every_write_kind_shows_in_every_view_that_holds_the_post() {
             v.is_some_and(|v| v["like_count"] == 1)
         })
         .await;
-    let mine = read_with_token(&stack, &format!("/feed/posts/{p1}"), bob, liked.token).await;
+    let mine = read_after(&stack, &format!("/feed/posts/{p1}"), bob, liked).await;
     assert_eq!(mine["liked_by_me"], true);
     let (_, theirs) = stack.get(&format!("/feed/posts/{p1}"), Some(ann)).await;
     assert_eq!(theirs["liked_by_me"], false);
@@ -88,7 +88,7 @@ async fn every_write_kind_shows_in_every_view_that_holds_the_post() {
             v.is_some_and(|v| v["like_count"] == 0)
         })
         .await;
-    let mine = read_with_token(&stack, &format!("/feed/posts/{p1}"), bob, unliked.token).await;
+    let mine = read_after(&stack, &format!("/feed/posts/{p1}"), bob, unliked).await;
     assert_eq!(mine["liked_by_me"], false);
 
     // Renamed: the author's existing posts show the new profile in every view.
@@ -122,22 +122,10 @@ async fn every_write_kind_shows_in_every_view_that_holds_the_post() {
     }
 }
 
-/// GET `path` on query-api as `reader`, waiting for the write `token` names.
-async fn read_with_token(
-    stack: &Stack,
-    path: &str,
-    reader: Uuid,
-    token: Option<String>,
-) -> serde_json::Value {
-    let res = stack
-        .sys
-        .http
-        .get(stack.query_url(path))
-        .bearer_auth(community_testkit::token(reader))
-        .header("X-Consistency-Token", token.expect("a write's token"))
-        .send()
-        .await
-        .unwrap();
+/// `path` read by `reader` once the read model holds `write`.
+async fn read_after(stack: &Stack, path: &str, reader: Uuid, write: Written) -> serde_json::Value {
+    let token = write.token.expect("a write's token");
+    let res = stack.get_after(path, Some(reader), &token).await;
     assert_eq!(res.status(), reqwest::StatusCode::OK);
     res.json().await.unwrap()
 }

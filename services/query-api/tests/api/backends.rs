@@ -237,25 +237,18 @@ async fn a_like_token_waits_for_the_likers_state_not_only_the_view() {
     // The view already at the like's version; bob's state not yet written.
     set(redis::cmd("SET").arg(keys::post_view(post)).arg("3.1|{}")).await;
     holds(false, "the view alone").await;
-    // Bob's state from a read before the like.
-    set(redis::cmd("HSET")
-        .arg(keys::user_likes(bob))
-        .arg(post.to_string())
-        .arg(2))
-    .await;
+    // Bob's state (a signed post version) from a read before the like.
+    let state = |v: i64| {
+        let mut hset = redis::cmd("HSET");
+        hset.arg(keys::user_likes(bob)).arg(post.to_string()).arg(v);
+        hset
+    };
+    set(&mut state(2)).await;
     holds(false, "a state older than the like").await;
     // From a read at the like or after it (negative: unliked since).
-    set(redis::cmd("HSET")
-        .arg(keys::user_likes(bob))
-        .arg(post.to_string())
-        .arg(-4))
-    .await;
+    set(&mut state(-4)).await;
     holds(true, "a state from a later read").await;
-    set(redis::cmd("HSET")
-        .arg(keys::user_likes(bob))
-        .arg(post.to_string())
-        .arg(3))
-    .await;
+    set(&mut state(3)).await;
     holds(true, "the like's own state").await;
     // The state alone is not enough either.
     set(redis::cmd("DEL").arg(keys::post_view(post))).await;
