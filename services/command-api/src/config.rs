@@ -65,7 +65,7 @@ impl Config {
             problem: "is required but not set".into(),
         })?;
         Ok(Self {
-            db: DbConfig::from_env(env)?,
+            db: DbConfig::from_env(env, "command-api")?,
             redis_url: env.redis_url("REDIS_URL")?,
             auth,
             http_addr: env.addr_or("HTTP_ADDR", "0.0.0.0:8080")?,
@@ -97,7 +97,7 @@ pub struct MigrateConfig {
 impl MigrateConfig {
     pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
         Ok(Self {
-            db: DbConfig::from_env(env)?,
+            db: DbConfig::from_env(env, "command-api migrate")?,
             telemetry: TelemetryConfig::from_env(env, "command-api")?,
             wait: Duration::from_secs(env.bounded_or("MIGRATE_WAIT_SECS", 120, 0..=3600)?),
         })

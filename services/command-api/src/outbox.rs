@@ -60,8 +60,15 @@ const LEADER_LOCK_KEY: i64 = 0x5350_4b4c_4f55_5442;
 /// And their commits do not wait for the WAL flush: a position lost in a
 /// Postgres crash only means its batch is published again, which
 /// at-least-once delivery allows already, and a lost trim is redone.
+///
+/// They carry the service's session name with " relay" after it, so the
+/// session holding the leader lock is plain to see in `pg_stat_activity`.
 fn relay_connection_options(db: &DbConfig) -> sqlx::postgres::PgConnectOptions {
-    db.options.clone().options([
+    let name = format!(
+        "{} relay",
+        db.options.get_application_name().unwrap_or("command-api")
+    );
+    db.options.clone().application_name(&name).options([
         ("enable_seqscan", "off"),
         ("plan_cache_mode", "force_generic_plan"),
         ("synchronous_commit", "off"),

@@ -73,7 +73,7 @@ impl Config {
         }
         Ok(Self {
             admin_addr: env.addr_or("ADMIN_ADDR", "0.0.0.0:9090")?,
-            db: DbConfig::from_env(env)?,
+            db: DbConfig::from_env(env, "projector")?,
             redis_url: env.redis_url("REDIS_URL")?,
             telemetry: TelemetryConfig::from_env(env, "projector")?,
             consumer: ConsumerConfig {

@@ -41,7 +41,10 @@ impl std::fmt::Debug for DbConfig {
 }
 
 impl DbConfig {
-    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+    /// `service` names this process's sessions in Postgres (`application_name`,
+    /// as `pg_stat_activity` and the server log show them), unless the URL
+    /// names them itself (`?application_name=…`).
+    pub fn from_env(env: &Env<'_>, service: &str) -> Result<Self, ConfigError> {
         let url = env.required("DATABASE_URL")?;
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(ConfigError {
@@ -54,6 +57,7 @@ impl DbConfig {
             // sqlx's message does not echo the URL, so no password leaks here.
             problem: format!("invalid Postgres URL: {e}"),
         })?;
+        let application = options.get_application_name().unwrap_or(service).to_owned();
         let options = options
             // Fail a stuck statement rather than hold a connection forever.
             .options([
@@ -64,7 +68,7 @@ impl DbConfig {
                 // statistic is enough) costs tens of milliseconds each time.
                 ("jit", "off"),
             ])
-            .application_name(env!("CARGO_PKG_NAME"))
+            .application_name(&application)
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
         Ok(Self {

@@ -10,7 +10,7 @@ use community_testkit::Postgres;
 async fn service_connections_run_without_jit_and_with_timeouts() {
     let pg = Postgres::start().await;
     let vars = HashMap::from([("DATABASE_URL".to_string(), pg.url())]);
-    let config = DbConfig::from_env(&Env::new(&vars)).unwrap();
+    let config = DbConfig::from_env(&Env::new(&vars), "projector").unwrap();
     let pool = config.pool();
     let settings: Vec<(String, String)> = sqlx::query_as(
         "SELECT name, setting FROM pg_settings
@@ -32,4 +32,28 @@ async fn service_connections_run_without_jit_and_with_timeouts() {
             ("statement_timeout", "10000"),
         ]
     );
+}
+
+/// Each service's sessions carry its name, so `pg_stat_activity` and the
+/// server log tell command-api from the projector; a name in the URL wins.
+#[tokio::test]
+async fn sessions_are_named_after_the_service_unless_the_url_names_them() {
+    let pg = Postgres::start().await;
+    for (url, expected) in [
+        (pg.url(), "projector"),
+        (
+            format!("{}?application_name=reporting", pg.url()),
+            "reporting",
+        ),
+    ] {
+        let vars = HashMap::from([("DATABASE_URL".to_string(), url)]);
+        let pool = DbConfig::from_env(&Env::new(&vars), "projector")
+            .unwrap()
+            .pool();
+        let name: String = sqlx::query_scalar("SELECT current_setting('application_name')")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(name, expected);
+    }
 }

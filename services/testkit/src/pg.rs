@@ -239,11 +239,17 @@ impl Postgres {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    /// A connection pool for assertions on the database.
+    /// A connection pool for assertions on the database; its sessions are
+    /// named `testkit`, apart from the services' own.
     pub async fn pool(&self) -> sqlx::PgPool {
+        let options = self
+            .url()
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .unwrap_or_else(|e| panic!("test Postgres URL: {e}"))
+            .application_name("testkit");
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(4)
-            .connect(&self.url())
+            .connect_with(options)
             .await
             .unwrap_or_else(|e| panic!("connect to test Postgres: {e}"))
     }

@@ -236,6 +236,42 @@ async fn two_replicas_elect_one_relay_leader_and_fail_over() {
     assert_eq!(n, 11);
 }
 
+/// An operator looking at `pg_stat_activity` sees which sessions are
+/// command-api's and which one is the relay holding the leader lock.
+#[tokio::test]
+async fn postgres_sessions_name_the_service_and_the_relay_leader() {
+    let app = App::start().await;
+    let res = app
+        .as_user(app.sys.http.put(app.url("/profile")), Uuid::new_v4())
+        .json(&json!({"username": "named"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let pool = app.sys.pg.pool().await;
+    let leader: String = eventually("a relay leader", Duration::from_secs(10), || async {
+        sqlx::query_scalar(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+              WHERE l.locktype = 'advisory' AND l.granted",
+        )
+        .fetch_optional(&pool)
+        .await
+        .ok()
+        .flatten()
+    })
+    .await;
+    assert_eq!(leader, "command-api relay");
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT application_name FROM pg_stat_activity
+          WHERE backend_type = 'client backend' AND application_name <> 'testkit'
+          ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(names, ["command-api", "command-api relay"]);
+}
+
 /// Events the relay has not published yet.
 async fn pending(pool: &sqlx::PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
