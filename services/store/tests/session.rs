@@ -7,14 +7,15 @@ use community_store::DbConfig;
 use community_testkit::Postgres;
 
 #[tokio::test]
-async fn service_connections_run_without_jit_and_with_timeouts() {
+async fn service_connections_run_without_jit_with_generic_plans_and_timeouts() {
     let pg = Postgres::start().await;
     let vars = HashMap::from([("DATABASE_URL".to_string(), pg.url())]);
     let config = DbConfig::from_env(&Env::new(&vars), "projector").unwrap();
     let pool = config.pool();
     let settings: Vec<(String, String)> = sqlx::query_as(
         "SELECT name, setting FROM pg_settings
-          WHERE name IN ('jit', 'statement_timeout', 'idle_in_transaction_session_timeout')
+          WHERE name IN ('jit', 'statement_timeout', 'idle_in_transaction_session_timeout',
+                         'plan_cache_mode')
           ORDER BY name",
     )
     .fetch_all(&pool)
@@ -29,6 +30,7 @@ async fn service_connections_run_without_jit_and_with_timeouts() {
         [
             ("idle_in_transaction_session_timeout", "30000"),
             ("jit", "off"),
+            ("plan_cache_mode", "force_generic_plan"),
             ("statement_timeout", "10000"),
         ]
     );
