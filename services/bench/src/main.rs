@@ -216,21 +216,33 @@ async fn pace(args: &[String]) {
 }
 
 /// The report's keys for the stalls of a paced phase: per second, ms per
-/// second, longest.
-const FEED_STALL_KEYS: [&str; 3] = [
+/// second, longest, and the host's steal (%).
+const FEED_STALL_KEYS: [&str; 4] = [
     "feed_half_rate_stalls_per_s",
     "feed_half_rate_stall_ms_per_s",
     "feed_half_rate_stall_max_ms",
+    "feed_half_rate_steal_pct",
 ];
-const LAG_STALL_KEYS: [&str; 3] = ["lag_stalls_per_s", "lag_stall_ms_per_s", "lag_stall_max_ms"];
+const LAG_STALL_KEYS: [&str; 4] = [
+    "lag_stalls_per_s",
+    "lag_stall_ms_per_s",
+    "lag_stall_max_ms",
+    "lag_steal_pct",
+];
 
 fn record_stalls(
     report: &mut BTreeMap<&'static str, Value>,
-    keys: [&'static str; 3],
+    keys: [&'static str; 4],
     s: stalls::Stalls,
 ) {
-    for (key, value) in keys.into_iter().zip([s.per_s, s.ms_per_s, s.max_ms]) {
-        report.insert(key, json!(value));
+    let values = [
+        json!(s.per_s),
+        json!(s.ms_per_s),
+        json!(s.max_ms),
+        json!(s.steal_pct),
+    ];
+    for (key, value) in keys.into_iter().zip(values) {
+        report.insert(key, value);
     }
 }
 
@@ -342,6 +354,7 @@ async fn stop(mut svc: Service) {
 }
 
 async fn run(s: Settings, smoke: bool) {
+    let run_cpu = stalls::CpuTimes::now();
     let mut report: BTreeMap<&'static str, Value> = BTreeMap::new();
     let sys = System::start().await;
     let (ok, err) = sys.migrate().await;
@@ -669,6 +682,10 @@ COMMIT;\n",
         json!(quantile_from_buckets(&delta, 0.99) * 1000.0),
     );
     report.insert("lag_write_errors", json!(lag_load.errors));
+    report.insert(
+        "run_steal_pct",
+        json!(run_cpu.and_then(stalls::CpuTimes::steal_pct_since)),
+    );
     // Verdicts: the ratios are the medians of the rounds' ratios.
     let f = |k: &str| report.get(k).and_then(Value::as_f64).unwrap_or(0.0);
     let max_rss = f("rss_rest_command_api_mib")
@@ -744,17 +761,23 @@ COMMIT;\n",
          (the floor under the feed's p99)",
         f("floor_half_rate_p99_ms")
     );
-    for (phase, [per_s, ms_per_s, max_ms]) in [
+    for (phase, [per_s, ms_per_s, max_ms, steal]) in [
         ("feed at half rate", FEED_STALL_KEYS),
         ("lag", LAG_STALL_KEYS),
     ] {
         println!(
-            "machine stalls during the {phase}: {:.1}/s, {:.1} ms/s, longest {:.1} ms",
+            "machine stalls during the {phase}: {:.1}/s, {:.1} ms/s, longest {:.1} ms; \
+             CPU stolen by the host: {:.1}%",
             f(per_s),
             f(ms_per_s),
-            f(max_ms)
+            f(max_ms),
+            f(steal)
         );
     }
+    println!(
+        "CPU stolen by the host over the whole run: {:.1}%",
+        f("run_steal_pct")
+    );
     println!("\nreport: {}", s.out.display());
     assert_eq!(errors, 0.0, "requests failed during the benchmark");
 }

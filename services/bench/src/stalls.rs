@@ -4,6 +4,10 @@
 //! and when the machine is not saturated that is the machine stopping as a
 //! whole (on this VM: paused by its host for ~3 ms, a few times, once a
 //! second). Every request in flight or due meanwhile waits as long.
+//!
+//! Beside it, the host's own account: the share of CPU time it stole from
+//! this VM (`steal` in /proc/stat), which tells a host that is busy with
+//! other guests from a guest that is overloaded by itself.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +20,7 @@ const STALL: Duration = Duration::from_millis(2);
 pub struct Meter {
     stop: Arc<AtomicBool>,
     started: Instant,
+    cpu: Option<CpuTimes>,
     thread: JoinHandle<Vec<Duration>>,
 }
 
@@ -27,6 +32,48 @@ pub struct Stalls {
     pub ms_per_s: f64,
     /// The longest stall, in ms.
     pub max_ms: f64,
+    /// The percentage of CPU time the host stole meanwhile (None where
+    /// /proc/stat cannot be read).
+    pub steal_pct: Option<f64>,
+}
+
+/// The machine's CPU time so far, all of it and the part stolen by the host
+/// (in clock ticks).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuTimes {
+    total: u64,
+    steal: u64,
+}
+
+impl CpuTimes {
+    pub fn now() -> Option<Self> {
+        parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// The percentage of the CPU time since `self` that the host stole.
+    pub fn steal_pct_since(self) -> Option<f64> {
+        let now = Self::now()?;
+        let total = now.total.checked_sub(self.total)?;
+        let steal = now.steal.checked_sub(self.steal)?;
+        (total > 0).then(|| steal as f64 * 100.0 / total as f64)
+    }
+}
+
+/// The first line of /proc/stat: `cpu user nice system idle iowait irq
+/// softirq steal guest guest_nice` (guest time is inside user already).
+fn parse_proc_stat(text: &str) -> Option<CpuTimes> {
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let steal = *fields.get(7)?;
+    Some(CpuTimes {
+        total: fields.iter().sum(),
+        steal,
+    })
 }
 
 impl Meter {
@@ -49,6 +96,7 @@ impl Meter {
         Self {
             stop,
             started: Instant::now(),
+            cpu: CpuTimes::now(),
             thread,
         }
     }
@@ -57,7 +105,10 @@ impl Meter {
         self.stop.store(true, Ordering::Relaxed);
         let secs = self.started.elapsed().as_secs_f64();
         let over = self.thread.join().unwrap_or_default();
-        summarise(&over, secs)
+        Stalls {
+            steal_pct: self.cpu.and_then(CpuTimes::steal_pct_since),
+            ..summarise(&over, secs)
+        }
     }
 }
 
@@ -71,6 +122,7 @@ fn summarise(over: &[Duration], secs: f64) -> Stalls {
         // A fold from +0.0: an empty float sum is -0.0.
         ms_per_s: over.iter().map(ms).fold(0.0, |a, b| a + b) / secs,
         max_ms: over.iter().map(ms).fold(0.0, f64::max),
+        steal_pct: None,
     }
 }
 
@@ -86,5 +138,23 @@ mod tests {
         assert_eq!(s.ms_per_s, 4.0);
         assert_eq!(s.max_ms, 5.0);
         assert_eq!(summarise(&[], 0.0), Stalls::default());
+    }
+
+    #[test]
+    fn steal_is_the_eighth_field_of_the_cpu_line() {
+        let stat =
+            "cpu  6051517 2633 920525 4853789 23795 0 197551 41805 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        let t = parse_proc_stat(stat).unwrap();
+        assert_eq!(t.steal, 41805);
+        assert_eq!(
+            t.total,
+            6051517 + 2633 + 920525 + 4853789 + 23795 + 197551 + 41805
+        );
+        assert_eq!(parse_proc_stat("intr 1 2 3"), None);
+        assert_eq!(parse_proc_stat("cpu  1 2 3"), None);
+        // The live file parses, and a window's share is a percentage.
+        let start = CpuTimes::now().unwrap();
+        let pct = start.steal_pct_since().unwrap_or(0.0);
+        assert!((0.0..=100.0).contains(&pct), "{pct}");
     }
 }
