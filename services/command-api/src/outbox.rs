@@ -62,16 +62,10 @@ const LEADER_LOCK_KEY: i64 = 0x5350_4b4c_4f55_5442;
 /// Postgres crash only means its batch is published again, which
 /// at-least-once delivery allows already, and a lost trim is redone.
 ///
-/// They carry the service's session name with " relay" after it, so the
-/// session holding the leader lock is plain to see in `pg_stat_activity`.
+/// They are named "<service> relay", so the session holding the leader lock
+/// is plain to see in `pg_stat_activity`.
 fn relay_connection_options(db: &DbConfig) -> sqlx::postgres::PgConnectOptions {
-    let name = format!(
-        "{} relay",
-        db.options.get_application_name().unwrap_or("command-api")
-    );
-    db.options
-        .clone()
-        .application_name(&name)
+    db.options_for("relay")
         .options([("enable_seqscan", "off"), ("synchronous_commit", "off")])
 }
 

@@ -89,6 +89,16 @@ impl DbConfig {
         })
     }
 
+    /// These options for a connection of its own with a role in the service
+    /// (the relay's, say): the same session settings, named "<service> <role>".
+    pub fn options_for(&self, role: &str) -> PgConnectOptions {
+        let name = match self.options.get_application_name() {
+            Some(service) => format!("{service} {role}"),
+            None => role.to_owned(),
+        };
+        self.options.clone().application_name(&name)
+    }
+
     /// A lazy pool: the process starts while Postgres is down and reports unready.
     pub fn pool(&self) -> PgPool {
         PgPoolOptions::new()
