@@ -22,6 +22,7 @@ use community_shared::events::{DomainEvent, Envelope, field};
 use community_shared::keys;
 use community_shared::shutdown::Shutdown;
 use community_shared::{postgres_span, redis_span, telemetry};
+use community_store::HeldConnection;
 use opentelemetry::trace::TraceContextExt;
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
@@ -85,6 +86,8 @@ fn to_entry(raw: StreamId) -> Entry {
 
 pub struct Consumer {
     pool: PgPool,
+    /// The re-reads' connection, kept from batch to batch (a hot backend).
+    db: HeldConnection,
     redis: ConnectionManager,
     writer: Writer,
     config: ConsumerConfig,
@@ -106,6 +109,7 @@ impl Consumer {
         shutdown: Shutdown,
     ) -> Self {
         Self {
+            db: HeldConnection::new(pool.clone()),
             pool,
             redis,
             writer,
@@ -465,7 +469,9 @@ impl Consumer {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let states = model::read_posts(&self.pool, &post_ids, &like_users)
+        let states = self
+            .db
+            .run(async |c| model::read_posts(c, &post_ids, &like_users).await)
             .instrument(postgres_span!("SELECT posts", "posts"))
             .await?;
 
@@ -509,12 +515,18 @@ impl Consumer {
 
     /// A rename shows in every view of the author's posts: rewrite them, page by page.
     async fn project_profile(&mut self, user: Uuid) -> Result<(), ProjectError> {
-        let Some(version) = model::profile_version(&self.pool, user).await? else {
+        let Some(version) = self
+            .db
+            .run(async |c| model::profile_version(c, user).await)
+            .await?
+        else {
             return Ok(());
         };
         let mut before = i64::MAX;
         loop {
-            let page = model::read_author_posts(&self.pool, user, before, 1000)
+            let page = self
+                .db
+                .run(async |c| model::read_author_posts(c, user, before, 1000).await)
                 .instrument(postgres_span!("SELECT posts by author", "posts"))
                 .await?;
             let Some(last) = page.last() else { break };

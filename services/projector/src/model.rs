@@ -13,7 +13,7 @@ use community_shared::keys;
 use community_shared::views::{AuthorView, PostView, ViewVersion, rfc3339};
 use redis::aio::ConnectionManager;
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::config::FeedLimits;
@@ -110,7 +110,7 @@ pub fn post_from_row(row: &PgRow) -> Result<PostState, sqlx::Error> {
 
 /// One query for a whole batch: the posts and, for the given users, who likes them.
 pub async fn read_posts(
-    pool: &PgPool,
+    db: &mut PgConnection,
     post_ids: &[Uuid],
     like_users: &[Uuid],
 ) -> Result<Vec<PostState>, sqlx::Error> {
@@ -124,14 +124,14 @@ pub async fn read_posts(
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(post_ids)
         .bind(like_users)
-        .fetch_all(pool)
+        .fetch_all(db)
         .await?;
     rows.iter().map(post_from_row).collect()
 }
 
 /// A page of one author's live posts, newest first, below `before_seq`.
 pub async fn read_author_posts(
-    pool: &PgPool,
+    db: &mut PgConnection,
     author: Uuid,
     before_seq: i64,
     limit: i64,
@@ -146,16 +146,19 @@ pub async fn read_author_posts(
         .bind(author)
         .bind(before_seq)
         .bind(limit)
-        .fetch_all(pool)
+        .fetch_all(db)
         .await?;
     rows.iter().map(post_from_row).collect()
 }
 
 /// The current version of a user's profile (None if the user does not exist).
-pub async fn profile_version(pool: &PgPool, user: Uuid) -> Result<Option<i64>, sqlx::Error> {
+pub async fn profile_version(
+    db: &mut PgConnection,
+    user: Uuid,
+) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar("SELECT version FROM users WHERE id = $1")
         .bind(user)
-        .fetch_optional(pool)
+        .fetch_optional(db)
         .await
 }
 
