@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use community_shared::keys;
-use community_shared::views::{AuthorView, PostView, ViewVersion, rfc3339};
+use community_shared::views::{self, AuthorView, PostView, ViewVersion, rfc3339};
 use redis::aio::ConnectionManager;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -21,31 +21,48 @@ use crate::config::FeedLimits;
 /// Tombstones of deleted posts are kept this long (they stop stale writes).
 const TOMBSTONE_TTL_SECS: u64 = 7 * 86_400;
 
-/// Writes a stored view unless the stored one is newer (or the same).
+/// Writes a stored view (ARGV: post version, author version, the stored
+/// value, a TTL in seconds or 0) unless the stored one is newer.
+///
+/// It reads only the stored version prefix, at most 40 bytes (two 19-digit
+/// numbers, '.' and '|'), not the whole view, and the client sends the value
+/// ready to store: copying ~900 bytes in and out of Lua per view was most of
+/// the script's cost, and the script most of Redis's time in a rebuild.
 const VIEW_CAS: &str = r#"
-local cur = redis.call('GET', KEYS[1])
-local pv, av = tonumber(ARGV[1]), tonumber(ARGV[2])
-if cur then
-  local cp, ca = string.match(cur, '^(%d+)%.(%d+)|')
-  if cp and (pv < tonumber(cp) or av < tonumber(ca)) then return 0 end
+local cp, ca = string.match(redis.call('GETRANGE', KEYS[1], 0, 40), '^(%d+)%.(%d+)|')
+if cp and (tonumber(ARGV[1]) < tonumber(cp) or tonumber(ARGV[2]) < tonumber(ca)) then
+  return 0
 end
-local val = ARGV[1] .. '.' .. ARGV[2] .. '|' .. ARGV[3]
-if ARGV[3] == '' then
-  redis.call('SET', KEYS[1], val, 'EX', ARGV[4])
+if ARGV[4] == '0' then
+  redis.call('SET', KEYS[1], ARGV[3])
 else
-  redis.call('SET', KEYS[1], val)
+  redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
 end
 return 1
 "#;
 
-/// Sets like states (post id → signed post version) unless the stored one is newer.
+/// Sets like states (ARGV: post id, signed post version, ...) unless the
+/// stored one is newer: one HMGET and one HSET for all of them, because each
+/// `redis.call` costs about as much as the work it does, and a user's likes
+/// come by the hundred in a rebuild. In chunks, as Lua's `unpack` takes at
+/// most a few thousand values.
 const LIKES_CAS: &str = r#"
-for i = 1, #ARGV, 2 do
-  local cur = redis.call('HGET', KEYS[1], ARGV[i])
-  local new = tonumber(ARGV[i + 1])
-  if (not cur) or math.abs(new) >= math.abs(tonumber(cur)) then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+local chunk = 500
+for first = 1, #ARGV, 2 * chunk do
+  local last = math.min(first + 2 * chunk - 1, #ARGV)
+  local fields = {}
+  for i = first, last, 2 do fields[#fields + 1] = ARGV[i] end
+  local cur = redis.call('HMGET', KEYS[1], unpack(fields))
+  local set = {}
+  for j = 1, #fields do
+    local new = ARGV[first + 2 * j - 1]
+    local c = cur[j]
+    if (not c) or math.abs(tonumber(new)) >= math.abs(tonumber(c)) then
+      set[#set + 1] = fields[j]
+      set[#set + 1] = new
+    end
   end
+  if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
 end
 return 1
 "#;
@@ -241,17 +258,13 @@ impl Writer {
 
     /// The post view itself (a tombstone when deleted).
     fn view(&self, b: &mut Batch, post: &PostState) {
-        // An empty JSON part is a tombstone (see community_shared::views).
-        let json = if post.deleted {
-            String::new()
-        } else {
-            serde_json::to_string(&post.view).unwrap_or_default()
-        };
+        let stored = views::encode_stored(post.version, (!post.deleted).then_some(&post.view));
+        let ttl = if post.deleted { TOMBSTONE_TTL_SECS } else { 0 };
         let mut cmd = Self::evalsha(&self.view_cas, &keys::post_view(post.id));
         cmd.arg(post.version.post)
             .arg(post.version.author)
-            .arg(json)
-            .arg(TOMBSTONE_TTL_SECS);
+            .arg(stored)
+            .arg(ttl);
         b.pipe.add_command(cmd).ignore();
     }
 
@@ -300,5 +313,157 @@ impl Writer {
             s.load_async(conn).await?;
         }
         Ok(())
+    }
+}
+
+/// The compare-and-set scripts against a real Redis.
+#[cfg(test)]
+mod tests {
+    use community_shared::views::decode_stored;
+    use community_testkit::Redis;
+
+    use super::*;
+
+    fn post(version: ViewVersion, deleted: bool) -> PostState {
+        let id = Uuid::new_v4();
+        let author = AuthorView {
+            id: Uuid::new_v4(),
+            username: "ann".into(),
+            display_name: None,
+            avatar_url: None,
+        };
+        PostState {
+            id,
+            seq: 1,
+            author_id: author.id,
+            deleted,
+            version,
+            view: PostView {
+                id,
+                author,
+                content: format!("at {version:?}"),
+                created_at: "2026-01-01T00:00:00.000000Z".into(),
+                like_count: version.post,
+                liked_by_me: false,
+            },
+            likers: Vec::new(),
+        }
+    }
+
+    async fn setup() -> (Redis, ConnectionManager, Writer) {
+        let server = Redis::start().await;
+        let client = redis::Client::open(server.url()).unwrap();
+        let conn = ConnectionManager::new(client).await.unwrap();
+        let writer = Writer::new(FeedLimits {
+            global: 10,
+            author: 10,
+        });
+        (server, conn, writer)
+    }
+
+    async fn write_view(writer: &Writer, conn: &mut ConnectionManager, post: &PostState) {
+        let mut batch = writer.batch();
+        writer.view(&mut batch, post);
+        writer.run(conn, batch).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_view_is_replaced_only_by_a_state_at_least_as_new() {
+        let (_server, mut conn, writer) = setup().await;
+        let v = |post, author| ViewVersion { post, author };
+        let stored = async |conn: &mut ConnectionManager, p: &PostState| -> Option<String> {
+            redis::cmd("GET")
+                .arg(keys::post_view(p.id))
+                .query_async(conn)
+                .await
+                .unwrap()
+        };
+        let mut p = post(v(7, 3), false);
+        write_view(&writer, &mut conn, &p).await;
+        let want = views::encode_stored(v(7, 3), Some(&p.view));
+        assert_eq!(stored(&mut conn, &p).await.as_deref(), Some(want.as_str()));
+
+        // Older in either part: refused. Newer, or the same again: written.
+        for (version, written) in [
+            (v(6, 9), false),
+            (v(9, 2), false),
+            (v(7, 3), true),
+            (v(8, 3), true),
+            (v(12_345_678_901_234, 4), true),
+        ] {
+            let before = stored(&mut conn, &p).await;
+            p.version = version;
+            p.view.content = format!("at {version:?}");
+            write_view(&writer, &mut conn, &p).await;
+            let after = stored(&mut conn, &p).await;
+            if written {
+                let want = views::encode_stored(version, Some(&p.view));
+                assert_eq!(after.as_deref(), Some(want.as_str()), "{version:?}");
+            } else {
+                assert_eq!(after, before, "{version:?} overwrote a newer view");
+            }
+        }
+
+        // A tombstone: the version and no JSON, kept for a week only.
+        p.deleted = true;
+        p.version = v(12_345_678_901_235, 4);
+        write_view(&writer, &mut conn, &p).await;
+        let raw = stored(&mut conn, &p).await.unwrap();
+        assert_eq!(decode_stored(&raw), Some((p.version, "")));
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(keys::post_view(p.id))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            ttl > 0 && ttl <= TOMBSTONE_TTL_SECS as i64,
+            "tombstone TTL {ttl}"
+        );
+        // A live view has none.
+        let live = post(v(1, 1), false);
+        write_view(&writer, &mut conn, &live).await;
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(keys::post_view(live.id))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(ttl, -1);
+    }
+
+    #[tokio::test]
+    async fn like_states_keep_the_newest_across_chunks_of_many() {
+        let (_server, mut conn, writer) = setup().await;
+        let user = Uuid::new_v4();
+        let key = keys::user_likes(user);
+        // More than two of the script's chunks (500) for one user.
+        let posts: Vec<Uuid> = (0..1_234).map(|_| Uuid::new_v4()).collect();
+        // Stored before: newer than what comes for posts[0] (unliked at 9),
+        // older for posts[1] (liked at 2), the same age for posts[700].
+        let _: () = redis::cmd("HSET")
+            .arg(&key)
+            .arg(posts[0].to_string())
+            .arg(-9)
+            .arg(posts[1].to_string())
+            .arg(2)
+            .arg(posts[700].to_string())
+            .arg(-5)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let states: Vec<(Uuid, bool, i64)> = posts.iter().map(|p| (*p, true, 5)).collect();
+        let mut batch = writer.batch();
+        writer.likes(&mut batch, &BTreeMap::from([(user, states)]));
+        writer.run(&mut conn, batch).await.unwrap();
+
+        let stored: std::collections::HashMap<String, i64> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), posts.len());
+        for (i, p) in posts.iter().enumerate() {
+            let want = if i == 0 { -9 } else { 5 };
+            assert_eq!(stored.get(&p.to_string()), Some(&want), "post {i}");
+        }
     }
 }
