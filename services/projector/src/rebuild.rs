@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use community_shared::keys;
 use redis::aio::ConnectionManager;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::consumer::ProjectError;
@@ -41,65 +42,75 @@ pub async fn run(
           WHERE p.seq > $1 ORDER BY p.seq LIMIT $2",
         model::POST_COLUMNS
     );
-    let read_page = |after: i64| {
-        let sql = sql.clone();
-        async move {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(after)
-                .bind(batch_size)
-                .fetch_all(pool)
-                .await?;
-            rows.iter()
-                .map(model::post_from_row)
-                .collect::<Result<Vec<_>, _>>()
-        }
-    };
-    // Reading page N+1 from Postgres overlaps writing page N to Redis.
+    let db = pool.clone();
+    let mut pages = read_ahead(
+        0i64,
+        move |after| {
+            let (db, sql) = (db.clone(), sql.clone());
+            async move {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(after)
+                    .bind(batch_size)
+                    .fetch_all(&db)
+                    .await?;
+                rows.iter().map(model::post_from_row).collect()
+            }
+        },
+        |post| post.seq,
+    );
     let mut done = 0i64;
-    let mut next = read_page(0).await?;
-    while let Some(last) = next.last() {
-        let after = last.seq;
-        let posts = std::mem::take(&mut next);
+    while let Some(posts) = pages.recv().await {
+        let posts = posts?;
         let mut batch = writer.batch();
         writer.posts(&mut batch, &posts);
-        let (written, fetched) = tokio::join!(writer.run(redis, batch), read_page(after));
-        written?;
-        next = fetched?;
+        writer.run(redis, batch).await?;
         done += posts.len() as i64;
         metrics::counter!("projector_rebuild_posts_total").increment(posts.len() as u64);
         if total > 0 {
             metrics::gauge!("projector_rebuild_progress_ratio").set(done as f64 / total as f64);
         }
     }
+    tracing::info!(
+        posts = done,
+        seconds = started.elapsed().as_secs_f64(),
+        "rebuild: posts written"
+    );
 
     // Likes, grouped per user (one hash per user).
-    let mut after: (Uuid, Uuid) = (Uuid::nil(), Uuid::nil());
-    loop {
-        let rows = sqlx::query(
-            "SELECT pl.user_id, pl.post_id, p.version
-               FROM post_likes pl JOIN posts p ON p.id = pl.post_id
-              WHERE (pl.user_id, pl.post_id) > ($1, $2)
-              ORDER BY pl.user_id, pl.post_id LIMIT $3",
-        )
-        .bind(after.0)
-        .bind(after.1)
-        .bind(batch_size * 5)
-        .fetch_all(pool)
-        .await?;
-        if rows.is_empty() {
-            break;
-        }
+    let db = pool.clone();
+    let mut pages = read_ahead(
+        (Uuid::nil(), Uuid::nil()),
+        move |(user, post): (Uuid, Uuid)| {
+            let db = db.clone();
+            async move {
+                sqlx::query_as(
+                    "SELECT pl.user_id, pl.post_id, p.version
+                       FROM post_likes pl JOIN posts p ON p.id = pl.post_id
+                      WHERE (pl.user_id, pl.post_id) > ($1, $2)
+                      ORDER BY pl.user_id, pl.post_id LIMIT $3",
+                )
+                .bind(user)
+                .bind(post)
+                .bind(batch_size * 5)
+                .fetch_all(&db)
+                .await
+            }
+        },
+        |&(user, post, _): &(Uuid, Uuid, i64)| (user, post),
+    );
+    while let Some(rows) = pages.recv().await {
         let mut likes: BTreeMap<Uuid, Vec<(Uuid, bool, i64)>> = BTreeMap::new();
-        for r in &rows {
-            let (user, post, version): (Uuid, Uuid, i64) =
-                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        for (user, post, version) in rows? {
             likes.entry(user).or_default().push((post, true, version));
-            after = (user, post);
         }
         let mut batch = writer.batch();
         writer.likes(&mut batch, &likes);
         writer.run(redis, batch).await?;
     }
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        "rebuild: likes written"
+    );
 
     // Profile versions, so read-your-writes tokens of renames are satisfied.
     let mut after = Uuid::nil();
@@ -137,4 +148,45 @@ pub async fn run(
         "rebuild: done"
     );
     Ok(())
+}
+
+/// Keyset paging, read ahead: a task reads the page after `start`, then the
+/// page after its last row's `key`, and so on until a page comes back empty
+/// or an error (sent too), staying at most a page ahead of the writes. So
+/// Postgres reads the next page while Redis writes this one: 19 k → 24–30 k
+/// posts/s when it was done for the posts; the likes, read a page at a time
+/// between their writes, then took two fifths of a rebuild.
+fn read_ahead<T, K, F, Fut>(
+    start: K,
+    read: F,
+    key: impl Fn(&T) -> K + Send + 'static,
+) -> mpsc::Receiver<Result<Vec<T>, sqlx::Error>>
+where
+    T: Send + 'static,
+    K: Send + 'static,
+    F: Fn(K) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Vec<T>, sqlx::Error>> + Send,
+{
+    let (pages, receiver) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut after = start;
+        loop {
+            let page = read(after).await;
+            let last_key = match &page {
+                Ok(rows) => rows.last().map(&key),
+                Err(_) => None,
+            };
+            let empty = matches!(&page, Ok(rows) if rows.is_empty());
+            // An empty page ends the paging; the rebuild stopping (receiver
+            // gone) ends it too.
+            if empty || pages.send(page).await.is_err() {
+                return;
+            }
+            match last_key {
+                Some(k) => after = k,
+                None => return, // the error was sent
+            }
+        }
+    });
+    receiver
 }

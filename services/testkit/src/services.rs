@@ -282,8 +282,21 @@ impl System {
 
     /// Runs a binary's sub-command to completion (e.g. `projector rebuild`).
     pub async fn run(&self, name: &str, args: &[&str]) -> (ExitStatus, String) {
+        self.run_with(name, args, &[]).await
+    }
+
+    /// [`Self::run`] with extra environment.
+    pub async fn run_with(
+        &self,
+        name: &str,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> (ExitStatus, String) {
         let mut cmd = tokio::process::Command::new(binary(name));
-        cmd.args(args).env_clear().envs(self.env());
+        cmd.args(args)
+            .env_clear()
+            .envs(self.env())
+            .envs(extra.iter().copied());
         let what = format!("{name} {args:?}");
         output_within(cmd, Duration::from_secs(300), &what).await
     }
