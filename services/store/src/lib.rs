@@ -127,13 +127,13 @@ pub struct HeldConnection {
 }
 
 impl HeldConnection {
-    /// Takes nothing yet: the first [`Self::get`] acquires.
+    /// Takes nothing yet: the first [`Self::run`] acquires.
     pub fn new(pool: PgPool) -> Self {
         Self { pool, conn: None }
     }
 
     /// The held connection, acquired from the pool if there is none.
-    pub async fn get(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+    async fn get(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
         let conn = match self.conn.take() {
             Some(c) => c,
             None => self.pool.acquire().await?,
