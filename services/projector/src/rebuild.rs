@@ -172,17 +172,19 @@ where
         let mut after = start;
         loop {
             let page = read(after).await;
-            let last_key = match &page {
-                Ok(rows) => rows.last().map(&key),
+            // The next page's key; an empty page ends the paging unsent.
+            let next = match &page {
+                Ok(rows) => match rows.last() {
+                    Some(last) => Some(key(last)),
+                    None => return,
+                },
                 Err(_) => None,
             };
-            let empty = matches!(&page, Ok(rows) if rows.is_empty());
-            // An empty page ends the paging; the rebuild stopping (receiver
-            // gone) ends it too.
-            if empty || pages.send(page).await.is_err() {
+            // The rebuild stopping (receiver gone) ends it too.
+            if pages.send(page).await.is_err() {
                 return;
             }
-            match last_key {
+            match next {
                 Some(k) => after = k,
                 None => return, // the error was sent
             }
