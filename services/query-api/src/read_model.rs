@@ -16,7 +16,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::cursor;
-use crate::resp::{self, Reply};
+use crate::resp::{self, Encode, Reply};
 
 /// A page of a feed, rendered as JSON.
 pub struct Page {
@@ -53,16 +53,20 @@ pub enum Commands {
     RedisRs(redis::Pipeline),
 }
 
-impl Commands {
-    pub fn command<A: AsRef<[u8]>>(&mut self, name: &str, args: &[A]) -> &mut Self {
+impl Encode for Commands {
+    fn command_parts<'a, const N: usize>(
+        &mut self,
+        name: &str,
+        args: impl ExactSizeIterator<Item = [&'a [u8]; N]>,
+    ) -> &mut Self {
         match self {
             Commands::Lean(p) => {
-                p.command(name, args);
+                p.command_parts(name, args);
             }
             Commands::RedisRs(p) => {
                 p.cmd(name);
-                for a in args {
-                    p.arg(a.as_ref());
+                for parts in args {
+                    p.arg(parts.concat());
                 }
             }
         }
@@ -267,11 +271,7 @@ impl ReadModel {
         };
         if let Some(last) = ids.last() {
             let mut second = self.backend.commands();
-            let view_keys = ids
-                .iter()
-                .map(|id| text(id).map(keys::post_view_str))
-                .collect::<Result<Vec<String>, _>>()?;
-            second.command("MGET", &view_keys);
+            second.command_parts("MGET", ids.iter().map(|id| keys::post_view_parts(id)));
             if let Some(user) = reader {
                 let likes_key = keys::user_likes(user);
                 let mut args: Vec<&[u8]> = Vec::with_capacity(ids.len() + 1);

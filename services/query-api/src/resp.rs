@@ -83,6 +83,24 @@ pub enum Error {
     Protocol(String),
 }
 
+/// What commands are written into: a [`Pipeline`], or the read model's
+/// `Commands` for either backend.
+pub trait Encode {
+    /// Appends `name` and one argument per item of `args`, each the
+    /// concatenation of its parts: a key made of prefix, id and suffix goes
+    /// out without being built as a string first (a feed page has 20).
+    fn command_parts<'a, const N: usize>(
+        &mut self,
+        name: &str,
+        args: impl ExactSizeIterator<Item = [&'a [u8]; N]>,
+    ) -> &mut Self;
+
+    /// Appends `name args...`.
+    fn command<A: AsRef<[u8]>>(&mut self, name: &str, args: &[A]) -> &mut Self {
+        self.command_parts(name, args.iter().map(|a| [a.as_ref()]))
+    }
+}
+
 /// Commands to send together; their replies come back in order.
 #[derive(Debug, Default)]
 pub struct Pipeline {
@@ -98,17 +116,6 @@ impl Pipeline {
         }
     }
 
-    /// Appends `name args...`.
-    pub fn command<A: AsRef<[u8]>>(&mut self, name: &str, args: &[A]) -> &mut Self {
-        self.header(b'*', 1 + args.len());
-        self.bulk(name.as_bytes());
-        for a in args {
-            self.bulk(a.as_ref());
-        }
-        self.count += 1;
-        self
-    }
-
     fn header(&mut self, kind: u8, n: usize) {
         self.bytes.push(kind);
         self.bytes
@@ -116,9 +123,11 @@ impl Pipeline {
         self.bytes.extend_from_slice(b"\r\n");
     }
 
-    fn bulk(&mut self, arg: &[u8]) {
-        self.header(b'$', arg.len());
-        self.bytes.extend_from_slice(arg);
+    fn bulk(&mut self, parts: &[&[u8]]) {
+        self.header(b'$', parts.iter().map(|p| p.len()).sum());
+        for part in parts {
+            self.bytes.extend_from_slice(part);
+        }
         self.bytes.extend_from_slice(b"\r\n");
     }
 
@@ -128,6 +137,22 @@ impl Pipeline {
 
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+}
+
+impl Encode for Pipeline {
+    fn command_parts<'a, const N: usize>(
+        &mut self,
+        name: &str,
+        args: impl ExactSizeIterator<Item = [&'a [u8]; N]>,
+    ) -> &mut Self {
+        self.header(b'*', 1 + args.len());
+        self.bulk(&[name.as_bytes()]);
+        for parts in args {
+            self.bulk(&parts);
+        }
+        self.count += 1;
+        self
     }
 }
 

@@ -6,7 +6,7 @@ use community_shared::consistency::ConsistencyToken;
 use community_shared::keys;
 use community_testkit::Stack;
 use query_api::read_model::{Backend, PageOf, ReadModel};
-use query_api::resp;
+use query_api::resp::{self, Encode};
 use uuid::Uuid;
 
 #[tokio::test]
