@@ -169,19 +169,51 @@ fn write_file(name: &str, text: &str) -> PathBuf {
     p
 }
 
+const USAGE: &str =
+    "usage: sparkle-bench [--smoke]   the benchmark (docs/benchmarks.md; knobs: BENCH_* env vars)
+       sparkle-bench pace URL RATE SECS [TOKENS_FILE]
+       sparkle-bench floor ADDR BYTES";
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+enum Mode {
+    Bench {
+        smoke: bool,
+    },
+    Pace,
+    Floor,
+    /// Anything else, `--help` included: a mistyped flag must not start ten
+    /// minutes of benchmark.
+    Usage,
+}
+
+fn mode(args: &[String]) -> Mode {
+    match args.first().map(String::as_str) {
+        Some("pace") => Mode::Pace,
+        Some("floor") => Mode::Floor,
+        None => Mode::Bench { smoke: false },
+        Some("--smoke") if args.len() == 1 => Mode::Bench { smoke: true },
+        Some(_) => Mode::Usage,
+    }
+}
+
 fn main() {
-    let smoke = std::env::args().any(|a| a == "--smoke");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mode = mode(&args);
+    if mode == Mode::Usage {
+        eprintln!("{USAGE}");
+        std::process::exit(2);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("pace") => return rt.block_on(pace(&args[1..])),
-        Some("floor") => return rt.block_on(floor::main(&args[1..])),
-        _ => {}
+    match mode {
+        Mode::Pace => rt.block_on(pace(&args[1..])),
+        Mode::Floor => rt.block_on(floor::main(&args[1..])),
+        Mode::Bench { smoke } => rt.block_on(run(Settings::from_env(smoke), smoke)),
+        Mode::Usage => {}
     }
-    rt.block_on(run(Settings::from_env(smoke), smoke));
 }
 
 /// `sparkle-bench pace URL RATE SECS [TOKENS_FILE]`: the paced client alone,
@@ -892,6 +924,18 @@ mod tests {
         assert_eq!(report["b"], json!(7.0));
         assert_eq!(report["e"], json!(3.0));
         assert_eq!(report["f"], json!(1.0));
+    }
+
+    #[test]
+    fn the_command_line_picks_the_mode() {
+        let m = |a: &[&str]| mode(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(m(&[]), Mode::Bench { smoke: false });
+        assert_eq!(m(&["--smoke"]), Mode::Bench { smoke: true });
+        assert_eq!(m(&["pace", "http://x/", "1", "1"]), Mode::Pace);
+        assert_eq!(m(&["floor"]), Mode::Floor);
+        assert_eq!(m(&["--help"]), Mode::Usage);
+        assert_eq!(m(&["--smoke", "extra"]), Mode::Usage);
+        assert_eq!(m(&["smoke"]), Mode::Usage);
     }
 
     #[test]
