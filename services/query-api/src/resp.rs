@@ -608,6 +608,15 @@ mod tests {
         let mut empty = Pipeline::new();
         empty.command("PING", &[] as &[&str]);
         assert_eq!(empty.bytes, b"*1\r\n$4\r\nPING\r\n");
+        // An argument given in parts goes out as one bulk string of their total length.
+        let mut joined = Pipeline::new();
+        let ids: [&[u8]; 2] = [b"1", b"22"];
+        joined.command_parts("MGET", ids.iter().map(|id| [&b"p:{"[..], id, b"}"]));
+        assert_eq!(
+            joined.bytes,
+            b"*3\r\n$4\r\nMGET\r\n$5\r\np:{1}\r\n$6\r\np:{22}\r\n"
+        );
+        assert_eq!(joined.len(), 1);
     }
 
     #[test]
