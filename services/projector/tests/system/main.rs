@@ -35,3 +35,27 @@ pub async fn until_feed_len(stack: &Stack, n: usize) {
     )
     .await
 }
+
+/// Waits until the consumer group has nothing pending: every delivered entry
+/// acked. A batch's ack rides with the projector's next read, so it can come
+/// a moment after the views and dead letters a test has just seen.
+pub async fn until_nothing_pending(conn: &redis::aio::MultiplexedConnection, within_secs: u64) {
+    community_testkit::eventually(
+        "nothing left pending",
+        std::time::Duration::from_secs(within_secs),
+        || {
+            let mut conn = conn.clone();
+            async move {
+                let p: (usize, Option<String>, Option<String>, redis::Value) =
+                    redis::cmd("XPENDING")
+                        .arg(community_shared::keys::STREAM)
+                        .arg(community_shared::keys::CONSUMER_GROUP)
+                        .query_async(&mut conn)
+                        .await
+                        .ok()?;
+                (p.0 == 0).then_some(())
+            }
+        },
+    )
+    .await
+}

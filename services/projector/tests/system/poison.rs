@@ -74,23 +74,7 @@ async fn a_poison_entry_is_dead_lettered_and_does_not_block_the_stream() {
     assert_eq!(dead[1]["original_id"], unknown_id);
     assert!(dead[1]["reason"].contains("cannot decode"), "{:?}", dead[1]);
 
-    // Acked, but not necessarily yet: a batch's ack rides with the
-    // projector's next read, which may come a moment after the views and
-    // dead letters this test has just seen.
-    eventually("the poison entries acked", Duration::from_secs(10), || {
-        let mut conn = conn.clone();
-        async move {
-            let pending: (usize, Option<String>, Option<String>, redis::Value) =
-                redis::cmd("XPENDING")
-                    .arg(keys::STREAM)
-                    .arg(keys::CONSUMER_GROUP)
-                    .query_async(&mut conn)
-                    .await
-                    .ok()?;
-            (pending.0 == 0).then_some(())
-        }
-    })
-    .await;
+    crate::until_nothing_pending(&conn, 10).await;
     let text = stack.projector.as_ref().unwrap().metrics().await;
     assert!(
         text.contains(r#"projector_events_dead_lettered_total{type="undecodable"} 2"#),

@@ -96,18 +96,6 @@ async fn two_replicas_share_the_work_and_the_survivor_reclaims_a_dead_consumers_
     expected.extend(more);
     until_feed_len(&stack, expected.len()).await;
     assert_feed_exactly(&stack, &expected).await;
-    eventually("nothing left pending", Duration::from_secs(20), || {
-        let mut conn = conn.clone();
-        async move {
-            let p: (usize, Option<String>, Option<String>, redis::Value) = redis::cmd("XPENDING")
-                .arg(keys::STREAM)
-                .arg(keys::CONSUMER_GROUP)
-                .query_async(&mut conn)
-                .await
-                .ok()?;
-            (p.0 == 0).then_some(())
-        }
-    })
-    .await;
+    crate::until_nothing_pending(&conn, 20).await;
     let _ = &mut conn;
 }
