@@ -199,20 +199,20 @@ fn mode(args: &[String]) -> Mode {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mode = mode(&args);
-    if mode == Mode::Usage {
-        eprintln!("{USAGE}");
-        std::process::exit(2);
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    match mode {
-        Mode::Pace => rt.block_on(pace(&args[1..])),
-        Mode::Floor => rt.block_on(floor::main(&args[1..])),
-        Mode::Bench { smoke } => rt.block_on(run(Settings::from_env(smoke), smoke)),
-        Mode::Usage => {}
+    let rt = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    match mode(&args) {
+        Mode::Pace => rt().block_on(pace(&args[1..])),
+        Mode::Floor => rt().block_on(floor::main(&args[1..])),
+        Mode::Bench { smoke } => rt().block_on(run(Settings::from_env(smoke), smoke)),
+        Mode::Usage => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
     }
 }
 
@@ -770,17 +770,19 @@ COMMIT;\n",
                 )
             })
             .collect();
+        let (p50, p99) = (
+            quantile_from_buckets(&delta, 0.5) * 1000.0,
+            quantile_from_buckets(&delta, 0.99) * 1000.0,
+        );
         let mut figures = json!({
-            "lag_p50_ms": quantile_from_buckets(&delta, 0.5) * 1000.0,
-            "lag_p99_ms": quantile_from_buckets(&delta, 0.99) * 1000.0,
+            "lag_p50_ms": p50,
+            "lag_p99_ms": p99,
             "lag_write_errors": lag_load.errors,
             "lag_autovacuums": autovacuum_runs(&pool).await - vacuums_before,
         });
         record_stalls(&mut figures, LAG_STALL_KEYS, stalled);
         eprintln!(
-            "lag round {round}: p50 {:.2} ms, p99 {:.2} ms at {write_half:.0} writes/s",
-            figures["lag_p50_ms"].as_f64().unwrap_or(0.0),
-            figures["lag_p99_ms"].as_f64().unwrap_or(0.0)
+            "lag round {round}: p50 {p50:.2} ms, p99 {p99:.2} ms at {write_half:.0} writes/s"
         );
         lag_rounds.push(figures);
     }

@@ -25,7 +25,11 @@ const POST_VIEW_SUFFIX: &str = "}";
 
 /// One post's stored view (see [`crate::views`]).
 pub fn post_view(post_id: Uuid) -> String {
-    format!("{POST_VIEW_PREFIX}{post_id}{POST_VIEW_SUFFIX}")
+    post_view_str(
+        post_id
+            .hyphenated()
+            .encode_lower(&mut Uuid::encode_buffer()),
+    )
 }
 
 /// [`post_view`] for an id already in text form (as read from a feed).

@@ -97,5 +97,4 @@ async fn two_replicas_share_the_work_and_the_survivor_reclaims_a_dead_consumers_
     until_feed_len(&stack, expected.len()).await;
     assert_feed_exactly(&stack, &expected).await;
     crate::until_nothing_pending(&conn, 20).await;
-    let _ = &mut conn;
 }
