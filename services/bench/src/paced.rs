@@ -14,8 +14,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub struct Paced {
+    /// From each request's scheduled time: what a client sending at this rate sees.
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// From the moment each request was written: the server's answer alone,
+    /// without the wait of a request whose worker was still busy or late.
+    pub sent_p99_ms: f64,
     pub errors: u64,
 }
 
@@ -36,7 +40,7 @@ pub async fn run(
     for w in 0..connections as u64 {
         let (host, path, tokens) = (host.clone(), path.clone(), tokens.clone());
         workers.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
+            let (mut lat, mut sent_lat) = (Vec::new(), Vec::new());
             let mut errors = 0u64;
             let mut conn: Option<Conn> = None;
             let mut i = w;
@@ -72,10 +76,12 @@ pub async fn run(
                         }
                     },
                 };
+                let sent = Instant::now();
                 match c.exchange(request.as_bytes()).await {
                     Ok((status, keep_alive)) => {
                         if (200..300).contains(&status) {
                             lat.push(due.elapsed().as_secs_f64() * 1000.0);
+                            sent_lat.push(sent.elapsed().as_secs_f64() * 1000.0);
                         } else {
                             errors += 1;
                         }
@@ -90,28 +96,32 @@ pub async fn run(
                 }
                 i += connections as u64;
             }
-            (lat, errors)
+            (lat, sent_lat, errors)
         }));
     }
-    let mut all = Vec::new();
+    let (mut all, mut all_sent) = (Vec::new(), Vec::new());
     let mut errors = 0;
     for w in workers {
-        if let Ok((lat, e)) = w.await {
+        if let Ok((lat, sent_lat, e)) = w.await {
             all.extend(lat);
+            all_sent.extend(sent_lat);
             errors += e;
         }
     }
-    all.sort_by(|a, b| a.total_cmp(b));
-    let q = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0.0)
-    };
     Paced {
-        p50_ms: q(0.5),
-        p99_ms: q(0.99),
+        p50_ms: quantile(&mut all, 0.5),
+        p99_ms: quantile(&mut all, 0.99),
+        sent_p99_ms: quantile(&mut all_sent, 0.99),
         errors,
     }
+}
+
+/// The `p` quantile of `v` (nearest rank); 0 when empty.
+fn quantile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0.0)
 }
 
 /// The length of the body `url` answers a GET with (for the floor's body).
