@@ -189,6 +189,17 @@ fn since(after: &[(f64, f64)], before: &[(f64, f64)]) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// The upper bound of the bucket that holds the `q` quantile: all a coarse
+/// histogram can say for sure (interpolating inside query-api's 1–2.5 ms
+/// bucket read higher than the client's own figure for the same requests).
+fn quantile_bound(buckets: &[(f64, f64)], q: f64) -> f64 {
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    buckets
+        .iter()
+        .find(|(_, count)| total > 0.0 && *count >= q * total)
+        .map_or(0.0, |b| b.0)
+}
+
 /// How many of a cumulative histogram's observations exceed `le` (a bucket bound).
 fn count_above(buckets: &[(f64, f64)], le: f64) -> f64 {
     let total = buckets.last().map_or(0.0, |b| b.1);
@@ -653,7 +664,7 @@ COMMIT;\n",
         // is high and this one is not, the wait is outside the handler
         // (sockets, scheduling, the client) rather than in Redis or query-api.
         let served = since(&buckets(&query, SERVED, FEED_ROUTE).await, &served0);
-        let server_p99 = quantile_from_buckets(&served, 0.99) * 1000.0;
+        let server_p99 = quantile_bound(&served, 0.99) * 1000.0;
         let floor_server =
             floor::FloorServer::start(community_testkit::free_port(), page_bytes).await;
         let floor = pace(floor_server.url.clone(), half, None).await;
@@ -665,7 +676,7 @@ COMMIT;\n",
             "feed_half_rate_p50_ms": paced.p50_ms,
             "feed_half_rate_p99_ms": paced.p99_ms,
             "feed_half_rate_sent_p99_ms": paced.sent_p99_ms,
-            "feed_half_rate_server_p99_ms": server_p99,
+            "feed_half_rate_server_p99_at_most_ms": server_p99,
             "feed_half_rate_server_over_5ms": count_above(&served, 0.005),
             "feed_half_rate_errors": paced.errors,
             "floor_half_rate_p50_ms": floor.p50_ms,
@@ -675,7 +686,7 @@ COMMIT;\n",
         record_stalls(&mut figures, FEED_STALL_KEYS, meter.finish());
         eprintln!(
             "paced feed round {round}: p99 {:.2} ms at {half:.0}/s \
-             (from the send {:.2} ms, in query-api {:.2} ms), floor {:.2} ms",
+             (from the send {:.2} ms, in query-api at most {} ms), floor {:.2} ms",
             paced.p99_ms, paced.sent_p99_ms, server_p99, floor.p99_ms
         );
         paced_rounds.push(figures);
@@ -687,7 +698,7 @@ COMMIT;\n",
         "feed_half_rate_p50_ms",
         "feed_half_rate_p99_ms",
         "feed_half_rate_sent_p99_ms",
-        "feed_half_rate_server_p99_ms",
+        "feed_half_rate_server_p99_at_most_ms",
         "floor_half_rate_p50_ms",
         "floor_half_rate_p99_ms",
     ];
@@ -920,10 +931,10 @@ COMMIT;\n",
     println!(
         "\nat the feed's half rate, a bare server of the same HTTP stack: p99 {:.2} ms \
          (the floor under the feed's p99); the feed's p99 from each request's send: {:.2} ms, \
-         inside query-api: {:.2} ms",
+         inside query-api: at most {} ms",
         f("floor_half_rate_p99_ms"),
         f("feed_half_rate_sent_p99_ms"),
-        f("feed_half_rate_server_p99_ms")
+        f("feed_half_rate_server_p99_at_most_ms")
     );
     for (phase, [per_s, ms_per_s, max_ms, steal]) in [
         ("feed at half rate", FEED_STALL_KEYS),
@@ -1020,6 +1031,12 @@ h_count{route=\"/feed\"} 11
         assert_eq!(count_above(&delta, 0.005), 1.0);
         assert_eq!(count_above(&delta, 0.001), 4.0);
         assert_eq!(count_above(&[], 0.005), 0.0);
+        // 4 of 8 within 1 ms and 7 within 5 ms: the median's bucket ends at
+        // 1 ms, the 3rd quartile's at 5 ms, and the p99's is +Inf.
+        assert_eq!(quantile_bound(&delta, 0.5), 0.001);
+        assert_eq!(quantile_bound(&delta, 0.75), 0.005);
+        assert_eq!(quantile_bound(&delta, 0.99), f64::INFINITY);
+        assert_eq!(quantile_bound(&[], 0.99), 0.0);
     }
 
     #[test]
