@@ -210,6 +210,37 @@ fn count_above(buckets: &[(f64, f64)], le: f64) -> f64 {
     total - upto
 }
 
+/// Redis's own account of `command` so far: (calls, µs spent executing them).
+async fn command_stats(
+    conn: &mut redis::aio::MultiplexedConnection,
+    command: &str,
+) -> Option<(f64, f64)> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .ok()?;
+    parse_command_stats(&info, command)
+}
+
+/// `cmdstat_mget:calls=12,usec=80,usec_per_call=6.67,...` → (12, 80).
+fn parse_command_stats(info: &str, command: &str) -> Option<(f64, f64)> {
+    let prefix = format!("cmdstat_{command}:");
+    let line = info.lines().find(|l| l.starts_with(&prefix))?;
+    let field = |name: &str| {
+        line.split([':', ','])
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+    };
+    Some((field("calls")?, field("usec")?))
+}
+
+/// µs per call between two readings of [`command_stats`]; None without
+/// calls (a command never called has no line) or without a reading.
+fn usec_per_call(after: Option<(f64, f64)>, before: Option<(f64, f64)>) -> Option<f64> {
+    let ((calls, usec), (calls0, usec0)) = (after?, before?);
+    (calls > calls0).then(|| (usec - usec0) / (calls - calls0))
+}
+
 fn write_file(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sparkle-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
@@ -563,8 +594,10 @@ COMMIT;\n",
         } else {
             0.0
         };
+        let mget0 = command_stats(&mut rconn, "mget").await;
         let feed =
             tokio::task::block_in_place(|| tools::wrk(&feed_url, s.connections, s.secs, None));
+        let mget_us = usec_per_call(command_stats(&mut rconn, "mget").await, mget0);
         let sql = tools::pgbench(&pg_bin(), sys.pg.port(), s.connections, s.secs, &feed_sql);
         eprintln!(
             "read round {round}: feed {:.0} pages/s, Redis ceiling {ceiling:.0}, SQL {sql:.0}",
@@ -576,6 +609,7 @@ COMMIT;\n",
             "redis_ceiling_pages_per_s": ceiling,
             "sql_feed_pages_per_s": sql,
             "feed_pages_per_s": feed.rps,
+            "feed_redis_mget_us_per_call": mget_us,
             "feed_p50_ms": feed.p50_ms,
             "feed_p99_ms": feed.p99_ms,
             "feed_errors": feed.errors,
@@ -592,6 +626,7 @@ COMMIT;\n",
             "redis_ceiling_pages_per_s",
             "sql_feed_pages_per_s",
             "feed_pages_per_s",
+            "feed_redis_mget_us_per_call",
             "feed_p50_ms",
             "feed_p99_ms",
             "feed_vs_redis_ceiling",
@@ -659,7 +694,12 @@ COMMIT;\n",
         let half = (max.rps / 2.0).max(10.0);
         let meter = stalls::Meter::start();
         let served0 = buckets(&query, SERVED, FEED_ROUTE).await;
+        let mget0 = command_stats(&mut rconn, "mget").await;
         let paced = pace(feed_url.clone(), half, None).await;
+        // Redis's own time per MGET: in the windows where this p99 went
+        // erratic, Redis ran the same commands twice as slowly, in bursts
+        // (docs/benchmarks.md, "Where we stand").
+        let mget_us = usec_per_call(command_stats(&mut rconn, "mget").await, mget0);
         // query-api's own view of the same requests: when the client's p99
         // is high and this one is not, the wait is outside the handler
         // (sockets, scheduling, the client) rather than in Redis or query-api.
@@ -678,6 +718,7 @@ COMMIT;\n",
             "feed_half_rate_sent_p99_ms": paced.sent_p99_ms,
             "feed_half_rate_server_p99_at_most_ms": server_p99,
             "feed_half_rate_server_over_5ms": count_above(&served, 0.005),
+            "feed_half_rate_redis_mget_us_per_call": mget_us,
             "feed_half_rate_errors": paced.errors,
             "floor_half_rate_p50_ms": floor.p50_ms,
             "floor_half_rate_p99_ms": floor.p99_ms,
@@ -686,8 +727,13 @@ COMMIT;\n",
         record_stalls(&mut figures, FEED_STALL_KEYS, meter.finish());
         eprintln!(
             "paced feed round {round}: p99 {:.2} ms at {half:.0}/s \
-             (from the send {:.2} ms, in query-api at most {} ms), floor {:.2} ms",
-            paced.p99_ms, paced.sent_p99_ms, server_p99, floor.p99_ms
+             (from the send {:.2} ms, in query-api at most {} ms, Redis {:.1} µs per MGET), \
+             floor {:.2} ms",
+            paced.p99_ms,
+            paced.sent_p99_ms,
+            server_p99,
+            mget_us.unwrap_or(0.0),
+            floor.p99_ms
         );
         paced_rounds.push(figures);
     }
@@ -699,6 +745,7 @@ COMMIT;\n",
         "feed_half_rate_p99_ms",
         "feed_half_rate_sent_p99_ms",
         "feed_half_rate_server_p99_at_most_ms",
+        "feed_half_rate_redis_mget_us_per_call",
         "floor_half_rate_p50_ms",
         "floor_half_rate_p99_ms",
     ];
@@ -931,10 +978,12 @@ COMMIT;\n",
     println!(
         "\nat the feed's half rate, a bare server of the same HTTP stack: p99 {:.2} ms \
          (the floor under the feed's p99); the feed's p99 from each request's send: {:.2} ms, \
-         inside query-api: at most {} ms",
+         inside query-api: at most {} ms; Redis's time per MGET: {:.1} µs (at the full rate {:.1} µs)",
         f("floor_half_rate_p99_ms"),
         f("feed_half_rate_sent_p99_ms"),
-        f("feed_half_rate_server_p99_at_most_ms")
+        f("feed_half_rate_server_p99_at_most_ms"),
+        f("feed_half_rate_redis_mget_us_per_call"),
+        f("feed_redis_mget_us_per_call")
     );
     for (phase, [per_s, ms_per_s, max_ms, steal]) in [
         ("feed at half rate", FEED_STALL_KEYS),
@@ -1037,6 +1086,21 @@ h_count{route=\"/feed\"} 11
         assert_eq!(quantile_bound(&delta, 0.75), 0.005);
         assert_eq!(quantile_bound(&delta, 0.99), f64::INFINITY);
         assert_eq!(quantile_bound(&[], 0.99), 0.0);
+    }
+
+    #[test]
+    fn redis_command_stats_give_time_per_call() {
+        let info = "# Commandstats\r\n\
+cmdstat_mget:calls=12,usec=84,usec_per_call=7.00,rejected_calls=0,failed_calls=0\r\n\
+cmdstat_zrange:calls=3,usec=9,usec_per_call=3.00,rejected_calls=1,failed_calls=0\r\n";
+        assert_eq!(parse_command_stats(info, "mget"), Some((12.0, 84.0)));
+        assert_eq!(parse_command_stats(info, "zrange"), Some((3.0, 9.0)));
+        assert_eq!(parse_command_stats(info, "get"), None);
+        let (before, after) = (Some((10.0, 60.0)), Some((14.0, 100.0)));
+        assert_eq!(usec_per_call(after, before), Some(10.0));
+        assert_eq!(usec_per_call(after, None), None);
+        assert_eq!(usec_per_call(before, before), None);
+        assert_eq!(usec_per_call(None, before), None);
     }
 
     #[test]
