@@ -194,9 +194,12 @@ fn since(after: &[(f64, f64)], before: &[(f64, f64)]) -> Vec<(f64, f64)> {
 /// bucket read higher than the client's own figure for the same requests).
 fn quantile_bound(buckets: &[(f64, f64)], q: f64) -> f64 {
     let total = buckets.last().map_or(0.0, |b| b.1);
+    if total <= 0.0 {
+        return 0.0;
+    }
     buckets
         .iter()
-        .find(|(_, count)| total > 0.0 && *count >= q * total)
+        .find(|(_, count)| *count >= q * total)
         .map_or(0.0, |b| b.0)
 }
 

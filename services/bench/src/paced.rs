@@ -108,18 +108,21 @@ pub async fn run(
             errors += e;
         }
     }
+    all.sort_by(f64::total_cmp);
+    all_sent.sort_by(f64::total_cmp);
     Paced {
-        p50_ms: quantile(&mut all, 0.5),
-        p99_ms: quantile(&mut all, 0.99),
-        sent_p99_ms: quantile(&mut all_sent, 0.99),
+        p50_ms: quantile(&all, 0.5),
+        p99_ms: quantile(&all, 0.99),
+        sent_p99_ms: quantile(&all_sent, 0.99),
         errors,
     }
 }
 
-/// The `p` quantile of `v` (nearest rank); 0 when empty.
-fn quantile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
+/// The `p` quantile of `sorted` (nearest rank); 0 when empty.
+fn quantile(sorted: &[f64], p: f64) -> f64 {
+    let last = sorted.len().saturating_sub(1);
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(last))
         .copied()
         .unwrap_or(0.0)
 }
