@@ -1,75 +1,141 @@
-//! A constant-rate client (like wrk2): a fixed number of connections share one
-//! timetable; each request is sent at its scheduled time (or at once when its
-//! worker is late) and its latency is measured from the scheduled time, so a
-//! slow response cannot hide the requests that should have been sent meanwhile.
+//! A constant-rate client (like wrk2): the requests follow one fixed
+//! timetable, each is released at its scheduled time, and its latency is
+//! measured from that time, so a slow response cannot hide the requests that
+//! should have been sent meanwhile (no coordinated omission).
 //!
 //! It speaks HTTP/1.1 itself over keep-alive connections, as wrk does: the
 //! load generator shares the cores with the system it measures, and a
 //! general-purpose client (connection pool, header maps) cost about 45 µs of
 //! CPU per request here, three times what these few lines do.
 //!
-//! One pacer task releases the requests at their times on a timerfd
-//! ([`Timer`]), not on tokio's timer: tokio's ticks in whole milliseconds and
-//! rounds a deadline up to the next tick, so every send went out 1–2 ms late
-//! (1.3 ms at the median), and that lateness, the client's own, was counted
-//! in every latency from the schedule. A timer per request would be exact but
-//! costs a wake-up per request; the pacer wakes at most once per tick
-//! ([`TICK`]) and releases every request due by then. With [`MS_TICK`] it
-//! releases them in whole-millisecond batches, as wrk2 does.
+//! How requests are released ([`Pacing`]) is what the target is measured
+//! with ([`OPEN`]) or what wrk2 does ([`WRK2`]), for comparison:
+//! - *When.* One pacer task waits on a timerfd ([`Timer`]) and, at most once
+//!   per tick, releases every request due by then. tokio's own timer ticks
+//!   in whole milliseconds and rounds a deadline up, so on it every send went
+//!   out 1–2 ms late (1.3 ms at the median), the client's own lateness counted
+//!   in every latency from the schedule. A timer per request would be exact
+//!   but costs a wake-up per request.
+//! - *To which connection.* With a shared queue, any idle connection takes
+//!   the oldest released request, as an open-model load generator does (k6's
+//!   constant arrival rate, vegeta): a request waits for a connection only
+//!   when all of them are busy, and that wait counts. wrk2 gives each
+//!   connection a fixed share of the timetable instead, so one slow answer
+//!   holds up the next requests of its connection while the others idle.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::Semaphore;
 
-/// The pacer's coarsest wake-up: a send is at most this late on its account.
-pub const TICK: Duration = Duration::from_micros(250);
-/// wrk2's granularity (its timers are in milliseconds), for comparison.
-pub const MS_TICK: Duration = Duration::from_millis(1);
+/// How requests are released to the connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    /// The pacer's coarsest wake-up: a send is at most this late on its account.
+    pub tick: Duration,
+    /// Any idle connection takes the next request (else each connection
+    /// sends its fixed share of the timetable).
+    pub shared: bool,
+}
+
+/// The targets' pacing: within 250 µs of the timetable, on any idle connection.
+pub const OPEN: Pacing = Pacing {
+    tick: Duration::from_micros(250),
+    shared: true,
+};
+
+/// wrk2's: in whole-millisecond batches, each connection its share.
+pub const WRK2: Pacing = Pacing {
+    tick: Duration::from_millis(1),
+    shared: false,
+};
 
 pub struct Paced {
     /// From each request's scheduled time: what a client sending at this rate sees.
     pub p50_ms: f64,
     pub p99_ms: f64,
     /// From the moment each request was written: the server's answer alone,
-    /// without the wait of a request whose worker was still busy or late.
+    /// without the wait for a free connection or for the pacer.
     pub sent_p99_ms: f64,
     pub errors: u64,
 }
 
+/// Released requests waiting for a connection: a permit per request, and the
+/// requests taken in timetable order (`next`, then every `step`-th).
+struct Queue {
+    released: Semaphore,
+    next: AtomicU64,
+    step: u64,
+}
+
+impl Queue {
+    fn new(first: u64, step: u64) -> Self {
+        Self {
+            released: Semaphore::new(0),
+            next: AtomicU64::new(first),
+            step,
+        }
+    }
+
+    /// The next request once it is released; `None` when none is left.
+    async fn take(&self, total: u64) -> Option<u64> {
+        self.released.acquire().await.ok()?.forget();
+        let i = self.next.fetch_add(self.step, Ordering::Relaxed);
+        (i < total).then_some(i)
+    }
+}
+
+/// The queues for `connections` workers, and which queue each worker takes from.
+fn queues(pacing: Pacing, connections: usize) -> (Vec<Arc<Queue>>, Vec<usize>) {
+    let n = connections as u64;
+    if pacing.shared {
+        (vec![Arc::new(Queue::new(0, 1))], vec![0; connections])
+    } else {
+        let queues = (0..n).map(|w| Arc::new(Queue::new(w, n))).collect();
+        (queues, (0..connections).collect())
+    }
+}
+
 /// GETs `url` (or POSTs a new post when `tokens` is given) at `rate` per second
-/// over `connections` workers, released every `tick`. `url` is `http://host:port/path`.
+/// over `connections` workers. `url` is `http://host:port/path`.
 pub async fn run(
     url: String,
     rate: f64,
     duration: Duration,
     tokens: Option<Vec<String>>,
     connections: usize,
-    tick: Duration,
+    pacing: Pacing,
 ) -> Paced {
     let (host, path) = split_url(&url).unwrap_or_else(|| panic!("not an http:// URL: {url}"));
     let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
     let total = (duration.as_secs_f64() * rate) as u64;
     let start = Instant::now() + Duration::from_millis(50);
     let due = move |i: u64| start + interval.mul_f64(i as f64);
-    let wakes: Vec<Arc<Notify>> = (0..connections).map(|_| Arc::default()).collect();
-    let pacer = tokio::spawn(release(due, total, tick, wakes.clone()));
+    let connections = connections.max(1);
+    let (queues, queue_of) = queues(pacing, connections);
+    let pacer = tokio::spawn(release(
+        due,
+        total,
+        pacing.tick,
+        queues.clone(),
+        connections,
+    ));
     let mut workers = Vec::new();
-    for (w, wake) in wakes.into_iter().enumerate() {
+    for q in queue_of {
         let (host, path, tokens) = (host.clone(), path.clone(), tokens.clone());
+        let queue = queues[q].clone();
         workers.push(tokio::spawn(async move {
             let (mut lat, mut sent_lat) = (Vec::new(), Vec::new());
             let mut errors = 0u64;
             let mut conn: Option<Conn> = None;
-            let mut i = w as u64;
-            while i < total {
+            while let Some(i) = queue.take(total).await {
                 let due = due(i);
-                until(due, &wake).await;
                 let request = match &tokens {
                     Some(t) => {
                         let body = format!("{{\"content\":\"paced post {i}\"}}");
@@ -91,7 +157,6 @@ pub async fn run(
                         }
                         Err(_) => {
                             errors += 1;
-                            i += connections as u64;
                             continue;
                         }
                     },
@@ -114,7 +179,6 @@ pub async fn run(
                         conn = None;
                     }
                 }
-                i += connections as u64;
             }
             (lat, sent_lat, errors)
         }));
@@ -139,20 +203,24 @@ pub async fn run(
     }
 }
 
-/// Wakes each request's worker (request `i` belongs to worker `i % n`) once
-/// the request is due, waking itself at most once per `tick`.
+/// Releases each request to its queue once it is due (request `i` to queue
+/// `i % queues.len()`), waking at most once per `tick`; then releases one
+/// request past the end to each of the `workers` so that each stops.
 async fn release(
     due: impl Fn(u64) -> Instant,
     total: u64,
     tick: Duration,
-    wakes: Vec<Arc<Notify>>,
+    queues: Vec<Arc<Queue>>,
+    workers: usize,
 ) {
     let timer = Timer::new().ok();
     let mut next = 0;
     while next < total {
         let now = Instant::now();
         while next < total && due(next) <= now {
-            wakes[(next % wakes.len() as u64) as usize].notify_one();
+            queues[(next % queues.len() as u64) as usize]
+                .released
+                .add_permits(1);
             next += 1;
         }
         if next < total {
@@ -164,14 +232,8 @@ async fn release(
             }
         }
     }
-}
-
-/// Waits for the pacer to release a request due at `due`. A wake-up left
-/// over from a request that was sent late can come early: the clock, not the
-/// wake-up, says when to send.
-async fn until(due: Instant, wake: &Notify) {
-    while Instant::now() < due {
-        wake.notified().await;
+    for q in &queues {
+        q.released.add_permits(workers / queues.len());
     }
 }
 
@@ -401,57 +463,62 @@ mod tests {
         assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: lots\r\n\r\n").is_none());
     }
 
-    /// The pacer releases every request to its own worker, none before it is
-    /// due, including when workers fall behind (the timetable is denser than
-    /// the tick, and one worker dawdles), and nobody waits for ever.
+    /// Both pacings send every request once, none before it is due, and
+    /// stop every worker, including when a worker falls behind (the
+    /// timetable is denser than the tick, and one worker dawdles); with
+    /// wrk2's, each worker sends only its own share.
     #[tokio::test]
-    async fn the_pacer_releases_every_request_on_time_and_none_early() {
-        for tick in [TICK, MS_TICK] {
-            assert_eq!(
-                released_by_worker(tick).await,
-                vec![(150, 0); 4],
-                "{tick:?}"
-            );
+    async fn every_request_is_sent_once_and_none_early() {
+        let (total, n) = (600u64, 4usize);
+        for pacing in [OPEN, WRK2] {
+            let sent = sent_by_worker(pacing, total, n).await;
+            let mut all: Vec<u64> = sent.iter().flatten().map(|&(i, _)| i).collect();
+            all.sort_unstable();
+            assert_eq!(all, (0..total).collect::<Vec<_>>(), "{pacing:?}");
+            let early = sent.iter().flatten().filter(|&&(_, early)| early).count();
+            assert_eq!(early, 0, "{pacing:?}");
+            if !pacing.shared {
+                for (w, mine) in sent.iter().enumerate() {
+                    assert!(mine.iter().all(|&(i, _)| i % n as u64 == w as u64));
+                }
+            }
         }
     }
 
-    /// (requests sent, sent before due) for each of 4 workers.
-    async fn released_by_worker(tick: Duration) -> Vec<(u64, u64)> {
+    /// For each of `n` workers: the requests it sent, and whether before due.
+    async fn sent_by_worker(pacing: Pacing, total: u64, n: usize) -> Vec<Vec<(u64, bool)>> {
         let start = Instant::now() + Duration::from_millis(5);
         let due = move |i: u64| start + Duration::from_micros(37 * i);
-        let (total, n) = (600u64, 4usize);
-        let wakes: Vec<Arc<Notify>> = (0..n).map(|_| Arc::default()).collect();
-        let pacer = tokio::spawn(release(due, total, tick, wakes.clone()));
-        let workers: Vec<_> = wakes
+        let (queues, queue_of) = queues(pacing, n);
+        let pacer = tokio::spawn(release(due, total, pacing.tick, queues.clone(), n));
+        let workers: Vec<_> = queue_of
             .into_iter()
             .enumerate()
-            .map(|(w, wake)| {
+            .map(|(w, q)| {
+                let queue = queues[q].clone();
                 tokio::spawn(async move {
-                    let mut early = 0;
-                    let mut sent = 0u64;
-                    for i in (w as u64..total).step_by(n) {
-                        until(due(i), &wake).await;
-                        early += u64::from(Instant::now() < due(i));
-                        sent += 1;
-                        if w == 0 && i % 40 == 0 {
+                    let mut sent = Vec::new();
+                    while let Some(i) = queue.take(total).await {
+                        sent.push((i, Instant::now() < due(i)));
+                        if w == 0 && sent.len() % 10 == 0 {
                             // Busy past several of its next due times.
                             tokio::time::sleep(Duration::from_millis(2)).await;
                         }
                     }
-                    (sent, early)
+                    sent
                 })
             })
             .collect();
         let all = async {
-            let mut counts = Vec::new();
+            let mut sent = Vec::new();
             for w in workers {
-                counts.push(w.await.unwrap());
+                sent.push(w.await.unwrap());
             }
             pacer.await.unwrap();
-            counts
+            sent
         };
         tokio::time::timeout(Duration::from_secs(30), all)
             .await
-            .expect("the pacer left a worker waiting")
+            .expect("a worker was left waiting")
     }
 }
