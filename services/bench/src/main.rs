@@ -734,6 +734,8 @@ COMMIT;\n",
             "feed_half_rate_p50_ms": paced.p50_ms,
             "feed_half_rate_p99_ms": paced.p99_ms,
             "feed_half_rate_sent_p99_ms": paced.sent_p99_ms,
+            "feed_half_rate_released_late_p99_ms": paced.released_late_p99_ms,
+            "feed_half_rate_released_late_max_ms": paced.released_late_max_ms,
             "feed_half_rate_server_p99_at_most_ms": server_p99,
             "feed_half_rate_server_over_5ms": count_above(&served, 0.005),
             "feed_half_rate_redis_mget_us_per_call": mget_us,
@@ -747,10 +749,13 @@ COMMIT;\n",
         record_stalls(&mut figures, FEED_STALL_KEYS, meter.finish());
         eprintln!(
             "paced feed round {round}: p99 {:.2} ms at {half:.0}/s \
-             (from the send {:.2} ms, in query-api at most {} ms, Redis {:.1} µs per MGET; \
+             (from the send {:.2} ms, released late by {:.2} ms at the p99 and {:.1} at most, \
+             in query-api at most {} ms, Redis {:.1} µs per MGET; \
              paced as by wrk2 {:.2} ms), floor {:.2} ms",
             paced.p99_ms,
             paced.sent_p99_ms,
+            paced.released_late_p99_ms,
+            paced.released_late_max_ms,
             server_p99,
             mget_us.unwrap_or(0.0),
             wrk2.p99_ms,
@@ -765,6 +770,8 @@ COMMIT;\n",
         "feed_half_rate_p50_ms",
         "feed_half_rate_p99_ms",
         "feed_half_rate_sent_p99_ms",
+        "feed_half_rate_released_late_p99_ms",
+        "feed_half_rate_released_late_max_ms",
         "feed_half_rate_server_p99_at_most_ms",
         "feed_half_rate_redis_mget_us_per_call",
         "feed_half_rate_wrk2_p99_ms",

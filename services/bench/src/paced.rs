@@ -63,6 +63,11 @@ pub struct Paced {
     /// From the moment each request was written: the server's answer alone,
     /// without the wait for a free connection or for the pacer.
     pub sent_p99_ms: f64,
+    /// How late the pacer released the requests (p99 and the longest): its
+    /// own share of the latency from the schedule; the rest is the wait for
+    /// a free connection and the answer.
+    pub released_late_p99_ms: f64,
+    pub released_late_max_ms: f64,
     pub errors: u64,
 }
 
@@ -185,7 +190,7 @@ pub async fn run(
     }
     let (mut all, mut all_sent) = (Vec::new(), Vec::new());
     let mut errors = 0;
-    let _ = pacer.await;
+    let mut late = pacer.await.unwrap_or_default();
     for w in workers {
         if let Ok((lat, sent_lat, e)) = w.await {
             all.extend(lat);
@@ -193,12 +198,15 @@ pub async fn run(
             errors += e;
         }
     }
-    all.sort_by(f64::total_cmp);
-    all_sent.sort_by(f64::total_cmp);
+    for v in [&mut all, &mut all_sent, &mut late] {
+        v.sort_by(f64::total_cmp);
+    }
     Paced {
         p50_ms: quantile(&all, 0.5),
         p99_ms: quantile(&all, 0.99),
         sent_p99_ms: quantile(&all_sent, 0.99),
+        released_late_p99_ms: quantile(&late, 0.99),
+        released_late_max_ms: late.last().copied().unwrap_or(0.0),
         errors,
     }
 }
@@ -206,18 +214,21 @@ pub async fn run(
 /// Releases each request to its queue once it is due (request `i` to queue
 /// `i % queues.len()`), waking at most once per `tick`; then releases one
 /// request past the end to each of the `workers` so that each stops.
+/// Returns how late it released each request (ms).
 async fn release(
     due: impl Fn(u64) -> Instant,
     total: u64,
     tick: Duration,
     queues: Vec<Arc<Queue>>,
     workers: usize,
-) {
+) -> Vec<f64> {
     let timer = Timer::new().ok();
+    let mut late = Vec::with_capacity(total as usize);
     let mut next = 0;
     while next < total {
         let now = Instant::now();
         while next < total && due(next) <= now {
+            late.push((now - due(next)).as_secs_f64() * 1000.0);
             queues[(next % queues.len() as u64) as usize]
                 .released
                 .add_permits(1);
@@ -235,6 +246,7 @@ async fn release(
     for q in &queues {
         q.released.add_permits(workers / queues.len());
     }
+    late
 }
 
 /// A timer on the kernel's high-resolution clock, woken through tokio's
