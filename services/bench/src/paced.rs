@@ -96,14 +96,15 @@ impl Queue {
     }
 }
 
-/// The queues for `connections` workers, and which queue each worker takes from.
-fn queues(pacing: Pacing, connections: usize) -> (Vec<Arc<Queue>>, Vec<usize>) {
+/// The queues the pacer releases to: one shared by all workers, or one per
+/// worker holding its share. Worker `w` takes from queue `w % len`, as the
+/// pacer gives request `i` to queue `i % len`.
+fn queues(pacing: Pacing, connections: usize) -> Vec<Arc<Queue>> {
     let n = connections as u64;
     if pacing.shared {
-        (vec![Arc::new(Queue::new(0, 1))], vec![0; connections])
+        vec![Arc::new(Queue::new(0, 1))]
     } else {
-        let queues = (0..n).map(|w| Arc::new(Queue::new(w, n))).collect();
-        (queues, (0..connections).collect())
+        (0..n).map(|w| Arc::new(Queue::new(w, n))).collect()
     }
 }
 
@@ -123,7 +124,7 @@ pub async fn run(
     let start = Instant::now() + Duration::from_millis(50);
     let due = move |i: u64| start + interval.mul_f64(i as f64);
     let connections = connections.max(1);
-    let (queues, queue_of) = queues(pacing, connections);
+    let queues = queues(pacing, connections);
     let pacer = tokio::spawn(release(
         due,
         total,
@@ -132,9 +133,9 @@ pub async fn run(
         connections,
     ));
     let mut workers = Vec::new();
-    for q in queue_of {
+    for w in 0..connections {
         let (host, path, tokens) = (host.clone(), path.clone(), tokens.clone());
-        let queue = queues[q].clone();
+        let queue = queues[w % queues.len()].clone();
         workers.push(tokio::spawn(async move {
             let (mut lat, mut sent_lat) = (Vec::new(), Vec::new());
             let mut errors = 0u64;
@@ -222,7 +223,7 @@ async fn release(
     queues: Vec<Arc<Queue>>,
     workers: usize,
 ) -> Vec<f64> {
-    let timer = Timer::new().ok();
+    let timer = Timer::new();
     let mut late = Vec::with_capacity(total as usize);
     let mut next = 0;
     while next < total {
@@ -235,12 +236,7 @@ async fn release(
             next += 1;
         }
         if next < total {
-            let at = due(next).max(now + tick);
-            match &timer {
-                Some(t) => t.sleep_until(at).await,
-                // No timerfd here: tokio's timer, late by up to a millisecond.
-                None => tokio::time::sleep_until(at.into()).await,
-            }
+            timer.sleep_until(due(next).max(now + tick)).await;
         }
     }
     for q in &queues {
@@ -250,13 +246,20 @@ async fn release(
 }
 
 /// A timer on the kernel's high-resolution clock, woken through tokio's
-/// reactor like a socket.
+/// reactor like a socket. Where no timerfd can be had, or one fails, tokio's
+/// timer stands in: a millisecond late, never stuck.
 struct Timer {
-    fd: AsyncFd<OwnedFd>,
+    fd: Option<AsyncFd<OwnedFd>>,
 }
 
 impl Timer {
-    fn new() -> std::io::Result<Self> {
+    fn new() -> Self {
+        Self {
+            fd: Self::timerfd().ok(),
+        }
+    }
+
+    fn timerfd() -> std::io::Result<AsyncFd<OwnedFd>> {
         let fd = rustix::time::timerfd_create(
             TimerfdClockId::Monotonic,
             TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
@@ -265,11 +268,10 @@ impl Timer {
         // is dropped, so the descriptor stays open and names the same timer.
         #[allow(unsafe_code)]
         let fd = unsafe { AsyncFd::register(fd)? };
-        Ok(Self { fd })
+        Ok(fd)
     }
 
-    /// Returns at `at` (at once when it has passed). Should the timerfd
-    /// fail, tokio's timer stands in: a millisecond late, never stuck.
+    /// Returns at `at` (at once when it has passed).
     async fn sleep_until(&self, at: Instant) {
         let Some(left) = at
             .checked_duration_since(Instant::now())
@@ -277,12 +279,16 @@ impl Timer {
         else {
             return;
         };
-        if self.wait(left).await.is_err() {
+        let fired = match &self.fd {
+            Some(fd) => Self::wait(fd, left).await.is_ok(),
+            None => false,
+        };
+        if !fired {
             tokio::time::sleep_until(at.into()).await;
         }
     }
 
-    async fn wait(&self, left: Duration) -> std::io::Result<()> {
+    async fn wait(fd: &AsyncFd<OwnedFd>, left: Duration) -> std::io::Result<()> {
         let zero = Timespec {
             tv_sec: 0,
             tv_nsec: 0,
@@ -292,7 +298,7 @@ impl Timer {
             tv_nsec: left.subsec_nanos().into(),
         };
         rustix::time::timerfd_settime(
-            self.fd.get_ref(),
+            fd.get_ref(),
             TimerfdTimerFlags::empty(),
             &Itimerspec {
                 it_interval: zero,
@@ -300,7 +306,7 @@ impl Timer {
             },
         )?;
         loop {
-            let mut ready = self.fd.readable().await?;
+            let mut ready = fd.readable().await?;
             let mut expirations = [0u8; 8];
             match rustix::io::read(ready.get_inner(), &mut expirations) {
                 Ok(_) => {
@@ -501,13 +507,11 @@ mod tests {
     async fn sent_by_worker(pacing: Pacing, total: u64, n: usize) -> Vec<Vec<(u64, bool)>> {
         let start = Instant::now() + Duration::from_millis(5);
         let due = move |i: u64| start + Duration::from_micros(37 * i);
-        let (queues, queue_of) = queues(pacing, n);
+        let queues = queues(pacing, n);
         let pacer = tokio::spawn(release(due, total, pacing.tick, queues.clone(), n));
-        let workers: Vec<_> = queue_of
-            .into_iter()
-            .enumerate()
-            .map(|(w, q)| {
-                let queue = queues[q].clone();
+        let workers: Vec<_> = (0..n)
+            .map(|w| {
+                let queue = queues[w % queues.len()].clone();
                 tokio::spawn(async move {
                     let mut sent = Vec::new();
                     while let Some(i) = queue.take(total).await {
