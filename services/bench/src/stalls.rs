@@ -8,6 +8,16 @@
 //! Beside it, the host's own account: the share of CPU time it stole from
 //! this VM (`steal` in /proc/stat), which tells a host that is busy with
 //! other guests from a guest that is overloaded by itself.
+//!
+//! And a speed probe: every tenth wake-up the thread also does a fixed piece
+//! of arithmetic (~15 µs) and times it in its own CPU time, which a
+//! preemption by another thread of this machine does not add to. A host can
+//! slow the whole VM without pausing it or counting steal: on the eighth
+//! session's host, a compute loop on the idle machine ran 3–10 times slower
+//! than its median for 20–90 ms, on both vCPUs at once, every 1.5–2 s (about
+//! 5% of the time). The sleeper hardly notices (it has almost no work), but
+//! a service whose load at the measured rate is more than a third of the
+//! machine falls behind for that long (docs/benchmarks.md, "Where we stand").
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,12 +26,18 @@ use std::time::{Duration, Instant};
 
 /// Overshoots from this long on count as stalls.
 const STALL: Duration = Duration::from_millis(2);
+/// The speed probe runs on every this many wake-ups (about 100 times a second).
+const PROBE_EVERY: u32 = 10;
+/// A probe this many times slower than the median probe counts as slow.
+const SLOW: u32 = 3;
+/// Fewer probes than this give no figure.
+const MIN_PROBES: usize = 20;
 
 pub struct Meter {
     stop: Arc<AtomicBool>,
     started: Instant,
     cpu: Option<CpuTimes>,
-    thread: JoinHandle<Vec<Duration>>,
+    thread: JoinHandle<(Vec<Duration>, Vec<Duration>)>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -35,6 +51,10 @@ pub struct Stalls {
     /// The percentage of CPU time the host stole meanwhile (None where
     /// /proc/stat cannot be read).
     pub steal_pct: Option<f64>,
+    /// The percentage of speed probes that took [`SLOW`] times their median
+    /// CPU time or more: how much of the time the host ran this VM slowly
+    /// (None with too few probes).
+    pub host_slow_pct: Option<f64>,
 }
 
 /// The machine's CPU time so far, all of it and the part stolen by the host
@@ -81,8 +101,9 @@ impl Meter {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
-            let mut over = Vec::new();
+            let (mut over, mut probes) = (Vec::new(), Vec::new());
             let tick = Duration::from_millis(1);
+            let mut wakes = 0u32;
             while !flag.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 std::thread::sleep(tick);
@@ -90,8 +111,12 @@ impl Meter {
                 if late >= STALL {
                     over.push(late);
                 }
+                wakes += 1;
+                if wakes.is_multiple_of(PROBE_EVERY) {
+                    probes.extend(probe());
+                }
             }
-            over
+            (over, probes)
         });
         Self {
             stop,
@@ -104,12 +129,48 @@ impl Meter {
     pub fn finish(self) -> Stalls {
         self.stop.store(true, Ordering::Relaxed);
         let secs = self.started.elapsed().as_secs_f64();
-        let over = self.thread.join().unwrap_or_default();
+        let (over, probes) = self.thread.join().unwrap_or_default();
         Stalls {
             steal_pct: self.cpu.and_then(CpuTimes::steal_pct_since),
+            host_slow_pct: slow_pct(probes),
             ..summarise(&over, secs)
         }
     }
+}
+
+/// The calling thread's CPU time.
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+/// The CPU time of a fixed piece of arithmetic (a xorshift generator, in
+/// registers: no memory, no system call); None if the clock went backwards.
+fn probe() -> Option<Duration> {
+    let start = thread_cpu_time();
+    let (mut x, mut sum) = (0x9E37_79B9_7F4A_7C15u64, 0u64);
+    for _ in 0..5_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        sum = sum.wrapping_add(x.wrapping_mul(x));
+    }
+    std::hint::black_box(sum);
+    thread_cpu_time().checked_sub(start)
+}
+
+/// The percentage of `probes` that took [`SLOW`] times the median or more.
+fn slow_pct(mut probes: Vec<Duration>) -> Option<f64> {
+    if probes.len() < MIN_PROBES {
+        return None;
+    }
+    probes.sort();
+    let slow_from = probes[probes.len() / 2] * SLOW;
+    let slow = probes.iter().filter(|p| **p >= slow_from).count();
+    Some(slow as f64 * 100.0 / probes.len() as f64)
 }
 
 fn summarise(over: &[Duration], secs: f64) -> Stalls {
@@ -123,6 +184,7 @@ fn summarise(over: &[Duration], secs: f64) -> Stalls {
         ms_per_s: over.iter().map(ms).fold(0.0, |a, b| a + b) / secs,
         max_ms: over.iter().map(ms).fold(0.0, f64::max),
         steal_pct: None,
+        host_slow_pct: None,
     }
 }
 
@@ -138,6 +200,28 @@ mod tests {
         assert_eq!(s.ms_per_s, 4.0);
         assert_eq!(s.max_ms, 5.0);
         assert_eq!(summarise(&[], 0.0), Stalls::default());
+    }
+
+    #[test]
+    fn a_probe_is_slow_at_three_times_the_median() {
+        let us = |n: u64| Duration::from_micros(n);
+        // 18 probes at the median's speed, one at 2.9x, one at 3x, one at 10x.
+        let mut probes = vec![us(10); 18];
+        probes.extend([us(29), us(30), us(100)]);
+        let pct = slow_pct(probes).unwrap();
+        assert!((pct - 200.0 / 21.0).abs() < 1e-9, "{pct}");
+        assert_eq!(slow_pct(vec![us(10); MIN_PROBES]), Some(0.0));
+        assert_eq!(slow_pct(vec![us(10); MIN_PROBES - 1]), None);
+    }
+
+    #[test]
+    fn the_probe_is_timed_in_cpu_time() {
+        let p = probe().unwrap();
+        // 5 000 rounds of arithmetic take µs, not nothing and not a second.
+        assert!(
+            p > Duration::from_nanos(500) && p < Duration::from_secs(1),
+            "{p:?}"
+        );
     }
 
     #[test]
