@@ -111,7 +111,7 @@ impl Meter {
                 if late >= STALL {
                     over.push(late);
                 }
-                wakes += 1;
+                wakes = wakes.wrapping_add(1);
                 if wakes.is_multiple_of(PROBE_EVERY) {
                     probes.extend(probe());
                 }
