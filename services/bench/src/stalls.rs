@@ -215,13 +215,24 @@ mod tests {
     }
 
     #[test]
-    fn the_probe_is_timed_in_cpu_time() {
+    fn the_probe_takes_measurable_time() {
         let p = probe().unwrap();
         // 5 000 rounds of arithmetic take µs, not nothing and not a second.
         assert!(
             p > Duration::from_nanos(500) && p < Duration::from_secs(1),
             "{p:?}"
         );
+    }
+
+    /// The probe's clock is the thread's CPU time: time the thread spends
+    /// off the CPU (here asleep, as when another thread preempts it) does
+    /// not count.
+    #[test]
+    fn the_probes_clock_stands_still_while_the_thread_is_off_the_cpu() {
+        let before = thread_cpu_time();
+        std::thread::sleep(Duration::from_millis(50));
+        let off = thread_cpu_time() - before;
+        assert!(off < Duration::from_millis(10), "{off:?}");
     }
 
     #[test]
