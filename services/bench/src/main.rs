@@ -33,6 +33,11 @@ struct Settings {
     connections: u32,
     rounds: u32,
     redis_requests: u64,
+    /// query-api's runtime threads (`WORKER_THREADS`), when set; else the
+    /// binary's default, one per CPU. One served more feed pages here but,
+    /// on a calm host, a p99 at half rate ten times the target's
+    /// (docs/benchmarks.md, "WORKER_THREADS"): a knob to re-check that.
+    query_workers: Option<String>,
     out: PathBuf,
 }
 
@@ -51,6 +56,10 @@ impl Settings {
             connections: num("BENCH_CONNECTIONS", 50) as u32,
             rounds: num("BENCH_ROUNDS", if smoke { 1 } else { 3 }).max(1) as u32,
             redis_requests: num("BENCH_REDIS_REQUESTS", if smoke { 5_000 } else { 300_000 }),
+            // Passed as it is: query-api rejects a bad value in one line.
+            query_workers: std::env::var("BENCH_QUERY_API_WORKERS")
+                .ok()
+                .filter(|v| !v.is_empty()),
             out: std::env::var_os("BENCH_OUT")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("target/bench/report.json")),
@@ -639,7 +648,13 @@ COMMIT;\n",
 
     // The system.
     let (mut command, mut projector) = start_writers(&sys).await;
-    let query = sys.query_api().await;
+    let query_env: Vec<(&str, &str)> = s
+        .query_workers
+        .iter()
+        .map(|n| ("WORKER_THREADS", n.as_str()))
+        .collect();
+    let query = sys.service("query-api", &query_env, true).await;
+    query.wait_ready().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let pids = std::sync::Arc::new(std::sync::Mutex::new([
         command.pid().unwrap_or(0),
@@ -1082,7 +1097,7 @@ COMMIT;\n",
         + f("lag_write_errors");
     let doc = json!({
         "smoke": smoke,
-        "settings": {"posts": s.posts, "authors": s.authors, "seconds": s.secs, "connections": s.connections, "rounds": s.rounds},
+        "settings": {"posts": s.posts, "authors": s.authors, "seconds": s.secs, "connections": s.connections, "rounds": s.rounds, "query_api_worker_threads": s.query_workers},
         "figures": report,
         "rounds": {
             "read": read_rounds,
