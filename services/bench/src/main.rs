@@ -34,9 +34,9 @@ struct Settings {
     rounds: u32,
     redis_requests: u64,
     /// query-api's runtime threads (`WORKER_THREADS`), when set; else the
-    /// binary's default, one per CPU. One served more feed pages here but,
-    /// on a calm host, a p99 at half rate ten times the target's
-    /// (docs/benchmarks.md, "WORKER_THREADS"): a knob to re-check that.
+    /// binary's default, one per CPU. One served more feed pages on a slow
+    /// host but, on a calm one, a p99 at half rate of 46 ms against the 5-ms
+    /// goal (docs/benchmarks.md, "`WORKER_THREADS`"): a knob to re-check that.
     query_workers: Option<String>,
     out: PathBuf,
 }
