@@ -256,7 +256,12 @@ impl System {
 
     /// Starts query-api and waits until it is ready.
     pub async fn query_api(&self) -> Service {
-        let svc = self.service("query-api", &[], true).await;
+        self.query_api_with(&[]).await
+    }
+
+    /// [`Self::query_api`] with extra environment.
+    pub async fn query_api_with(&self, extra: &[(&str, &str)]) -> Service {
+        let svc = self.service("query-api", extra, true).await;
         svc.wait_ready().await;
         svc
     }
